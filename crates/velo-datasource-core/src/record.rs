@@ -1,0 +1,187 @@
+//! [`StreamRecord`]: one record with its values, times and origin.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::{Error, Result};
+use crate::schema::Schema;
+use crate::value::FieldValue;
+
+/// Kafka-style record headers: ordered, repeatable, byte values.
+pub type Headers = Vec<(String, Vec<u8>)>;
+
+/// One record read from a source or written to a sink.
+///
+/// Values are stored by position against a shared `Arc<Schema>`: building a
+/// record allocates no keys and hashes nothing, and all records of a source
+/// share one schema. Look values up by name with [`StreamRecord::get`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamRecord {
+    schema: Arc<Schema>,
+    values: Vec<FieldValue>,
+    /// When the record was read (processing time).
+    pub timestamp: DateTime<Utc>,
+    /// When the event happened, from the source's `event.time.*` config.
+    pub event_time: Option<DateTime<Utc>>,
+    /// Position within its partition: Kafka offset, file line number, row number.
+    pub offset: i64,
+    /// Partition (Kafka) or `0` for single-stream sources.
+    pub partition: i32,
+    /// Message key, if the source has one.
+    pub key: Option<Vec<u8>>,
+    /// Headers, if the source has them.
+    pub headers: Headers,
+}
+
+impl StreamRecord {
+    /// A record of `values` in `schema` order.
+    ///
+    /// Fails when the number of values differs from the number of fields;
+    /// types are checked by [`StreamRecord::validate`], not here, so that the
+    /// hot path stays cheap.
+    pub fn new(schema: Arc<Schema>, values: Vec<FieldValue>) -> Result<Self> {
+        if values.len() != schema.len() {
+            return Err(Error::Schema(format!(
+                "record has {} values but the schema has {} fields",
+                values.len(),
+                schema.len()
+            )));
+        }
+        Ok(Self::from_parts(schema, values))
+    }
+
+    /// A record without the length check, for readers that built `values` from `schema`.
+    pub fn from_parts(schema: Arc<Schema>, values: Vec<FieldValue>) -> Self {
+        debug_assert_eq!(values.len(), schema.len());
+        StreamRecord {
+            schema,
+            values,
+            timestamp: Utc::now(),
+            event_time: None,
+            offset: 0,
+            partition: 0,
+            key: None,
+            headers: Headers::new(),
+        }
+    }
+
+    /// The schema the values follow.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// The values in schema order.
+    pub fn values(&self) -> &[FieldValue] {
+        &self.values
+    }
+
+    /// The values in schema order, mutable (the schema is fixed).
+    pub fn values_mut(&mut self) -> &mut [FieldValue] {
+        &mut self.values
+    }
+
+    /// The schema and values, giving up the record.
+    pub fn into_parts(self) -> (Arc<Schema>, Vec<FieldValue>) {
+        (self.schema, self.values)
+    }
+
+    /// The value of the field called `name`.
+    pub fn get(&self, name: &str) -> Option<&FieldValue> {
+        self.schema.index_of(name).map(|i| &self.values[i])
+    }
+
+    /// The value at field position `index`.
+    pub fn value(&self, index: usize) -> Option<&FieldValue> {
+        self.values.get(index)
+    }
+
+    /// `(name, value)` pairs in schema order.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &FieldValue)> {
+        self.schema.names().zip(self.values.iter())
+    }
+
+    /// Replaces the value of the field called `name`; fails if there is no such field.
+    pub fn set(&mut self, name: &str, value: FieldValue) -> Result<()> {
+        let i = self
+            .schema
+            .index_of(name)
+            .ok_or_else(|| Error::Schema(format!("no field `{name}` in the record's schema")))?;
+        self.values[i] = value;
+        Ok(())
+    }
+
+    /// The first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The record's values as a JSON object in schema order.
+    pub fn to_json_object(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.fields()
+            .map(|(k, v)| (k.to_owned(), v.to_json()))
+            .collect()
+    }
+
+    /// Checks every value against its field's type and nullability.
+    pub fn validate(&self) -> Result<()> {
+        for (field, value) in self.schema.fields().iter().zip(&self.values) {
+            if value.is_null() && !field.nullable {
+                return Err(Error::Schema(format!(
+                    "field `{}` is not nullable but is null",
+                    field.name
+                )));
+            }
+            if !value.conforms_to(&field.data_type) {
+                return Err(Error::Schema(format!(
+                    "field `{}` is {} but holds {:?}",
+                    field.name, field.data_type, value
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{DataType, FieldDefinition};
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            FieldDefinition::required("id", DataType::Integer),
+            FieldDefinition::optional("name", DataType::String),
+        ]))
+    }
+
+    #[test]
+    fn lookup_and_set() {
+        let mut r = StreamRecord::new(schema(), vec![1.into(), "a".into()]).unwrap();
+        assert_eq!(r.get("name"), Some(&FieldValue::from("a")));
+        r.set("name", FieldValue::Null).unwrap();
+        assert!(r.get("name").unwrap().is_null());
+        assert!(r.set("nope", FieldValue::Null).is_err());
+        assert_eq!(
+            serde_json::Value::Object(r.to_json_object()).to_string(),
+            r#"{"id":1,"name":null}"#
+        );
+    }
+
+    #[test]
+    fn length_and_type_checks() {
+        assert!(StreamRecord::new(schema(), vec![1.into()]).is_err());
+        let r = StreamRecord::new(schema(), vec!["x".into(), FieldValue::Null]).unwrap();
+        assert!(r.validate().unwrap_err().to_string().contains("`id`"));
+        let r = StreamRecord::new(schema(), vec![FieldValue::Null, FieldValue::Null]).unwrap();
+        assert!(
+            r.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not nullable")
+        );
+    }
+}

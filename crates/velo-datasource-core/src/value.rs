@@ -1,0 +1,592 @@
+//! Typed field values, their JSON form, and parsing them from text.
+//!
+//! JSON has no decimal, date, timestamp or bytes type, so those are written as
+//! strings (exact decimal digits, `YYYY-MM-DD`, RFC 3339, base64) and
+//! non-finite floats as `"NaN"`, `"Infinity"`, `"-Infinity"`. Reading JSON
+//! back *with the field's [`DataType`]* ([`FieldValue::from_json_typed`])
+//! restores every value exactly; without a type ([`FieldValue::from_json`])
+//! JSON's own kinds are kept.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value as Json;
+
+use crate::schema::DataType;
+
+/// One value of a record.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum FieldValue {
+    /// Absent value.
+    Null,
+    /// Boolean.
+    Boolean(bool),
+    /// 64-bit signed integer.
+    Integer(i64),
+    /// 64-bit float.
+    Float(f64),
+    /// Exact decimal.
+    Decimal(Decimal),
+    /// UTF-8 text.
+    String(String),
+    /// Raw bytes.
+    Bytes(Vec<u8>),
+    /// Calendar date.
+    Date(NaiveDate),
+    /// Instant in UTC.
+    Timestamp(DateTime<Utc>),
+    /// List of values.
+    Array(Vec<FieldValue>),
+    /// String-keyed map or nested struct.
+    Map(BTreeMap<String, FieldValue>),
+}
+
+impl PartialEq for FieldValue {
+    /// Structural equality in which `NaN` equals `NaN`, so that a value always
+    /// equals its own round trip.
+    fn eq(&self, other: &Self) -> bool {
+        use FieldValue::*;
+        match (self, other) {
+            (Null, Null) => true,
+            (Boolean(a), Boolean(b)) => a == b,
+            (Integer(a), Integer(b)) => a == b,
+            (Float(a), Float(b)) => a == b || (a.is_nan() && b.is_nan()),
+            (Decimal(a), Decimal(b)) => a == b && a.scale() == b.scale(),
+            (String(a), String(b)) => a == b,
+            (Bytes(a), Bytes(b)) => a == b,
+            (Date(a), Date(b)) => a == b,
+            (Timestamp(a), Timestamp(b)) => a == b,
+            (Array(a), Array(b)) => a == b,
+            (Map(a), Map(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Why a value could not be read as the wanted type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read {found} as {expected}")]
+pub struct ValueError {
+    /// What was found, shortened for messages.
+    pub found: String,
+    /// The wanted type.
+    pub expected: String,
+}
+
+impl ValueError {
+    fn new(found: impl fmt::Display, expected: &DataType) -> Self {
+        let mut found = found.to_string();
+        if found.len() > 64 {
+            let mut cut = 61;
+            while !found.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            found.truncate(cut);
+            found.push_str("...");
+        }
+        ValueError {
+            found,
+            expected: expected.to_string(),
+        }
+    }
+}
+
+impl FieldValue {
+    /// Whether this is [`FieldValue::Null`].
+    pub fn is_null(&self) -> bool {
+        matches!(self, FieldValue::Null)
+    }
+
+    /// The text, if this is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            FieldValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The integer, if this is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            FieldValue::Integer(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// A number as `f64` (integers, floats and decimals).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            FieldValue::Integer(i) => Some(*i as f64),
+            FieldValue::Float(f) => Some(*f),
+            FieldValue::Decimal(d) => d.to_string().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The natural type of this value; `None` for `Null`.
+    pub fn data_type(&self) -> Option<DataType> {
+        Some(match self {
+            FieldValue::Null => return None,
+            FieldValue::Boolean(_) => DataType::Boolean,
+            FieldValue::Integer(_) => DataType::Integer,
+            FieldValue::Float(_) => DataType::Float,
+            FieldValue::Decimal(_) => DataType::Decimal,
+            FieldValue::String(_) => DataType::String,
+            FieldValue::Bytes(_) => DataType::Bytes,
+            FieldValue::Date(_) => DataType::Date,
+            FieldValue::Timestamp(_) => DataType::Timestamp,
+            FieldValue::Array(_) => DataType::Array(Box::new(DataType::Any)),
+            FieldValue::Map(_) => DataType::Map(Box::new(DataType::Any)),
+        })
+    }
+
+    /// Whether this value may stand in a field of type `data_type` (nulls aside).
+    pub fn conforms_to(&self, data_type: &DataType) -> bool {
+        match (self, data_type) {
+            (FieldValue::Null, _) | (_, DataType::Any) => true,
+            (FieldValue::Boolean(_), DataType::Boolean)
+            | (FieldValue::Integer(_), DataType::Integer)
+            | (FieldValue::Float(_), DataType::Float)
+            | (FieldValue::Decimal(_), DataType::Decimal)
+            | (FieldValue::String(_), DataType::String)
+            | (FieldValue::Bytes(_), DataType::Bytes)
+            | (FieldValue::Date(_), DataType::Date)
+            | (FieldValue::Timestamp(_), DataType::Timestamp) => true,
+            (FieldValue::Array(items), DataType::Array(inner)) => {
+                items.iter().all(|v| v.conforms_to(inner))
+            }
+            (FieldValue::Map(map), DataType::Map(inner)) => {
+                map.values().all(|v| v.conforms_to(inner))
+            }
+            (FieldValue::Map(map), DataType::Struct(fields)) => fields.iter().all(|f| {
+                map.get(&f.name)
+                    .map_or(f.nullable, |v| v.conforms_to(&f.data_type))
+            }),
+            _ => false,
+        }
+    }
+
+    /// The JSON form of this value (see the module docs for non-JSON types).
+    pub fn to_json(&self) -> Json {
+        match self {
+            FieldValue::Null => Json::Null,
+            FieldValue::Boolean(b) => Json::Bool(*b),
+            FieldValue::Integer(i) => Json::from(*i),
+            FieldValue::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(n) => Json::Number(n),
+                None => Json::String(non_finite_name(*f).to_owned()),
+            },
+            FieldValue::Decimal(d) => Json::String(d.to_string()),
+            FieldValue::String(s) => Json::String(s.clone()),
+            FieldValue::Bytes(b) => {
+                Json::String(base64::engine::general_purpose::STANDARD.encode(b))
+            }
+            FieldValue::Date(d) => Json::String(d.format("%Y-%m-%d").to_string()),
+            FieldValue::Timestamp(t) => Json::String(format_timestamp(t)),
+            FieldValue::Array(items) => Json::Array(items.iter().map(Self::to_json).collect()),
+            FieldValue::Map(map) => {
+                Json::Object(map.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
+        }
+    }
+
+    /// A value from JSON without a schema: JSON's own kinds are kept
+    /// (integers that fit `i64` as `Integer`, larger ones as `Decimal`).
+    pub fn from_json(json: &Json) -> FieldValue {
+        match json {
+            Json::Null => FieldValue::Null,
+            Json::Bool(b) => FieldValue::Boolean(*b),
+            Json::Number(n) => number_value(n),
+            Json::String(s) => FieldValue::String(s.clone()),
+            Json::Array(items) => FieldValue::Array(items.iter().map(Self::from_json).collect()),
+            Json::Object(map) => FieldValue::Map(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), Self::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// A value of type `data_type` from JSON; the inverse of [`FieldValue::to_json`].
+    ///
+    /// Numbers may also come as strings and timestamps as epoch milliseconds,
+    /// as other producers write them.
+    pub fn from_json_typed(json: &Json, data_type: &DataType) -> Result<FieldValue, ValueError> {
+        let fail = || ValueError::new(json, data_type);
+        Ok(match (data_type, json) {
+            (_, Json::Null) => FieldValue::Null,
+            (DataType::Any, v) => Self::from_json(v),
+            (DataType::Boolean, Json::Bool(b)) => FieldValue::Boolean(*b),
+            (DataType::Integer, Json::Number(n)) => {
+                FieldValue::Integer(n.as_i64().ok_or_else(fail)?)
+            }
+            (DataType::Float, Json::Number(n)) => FieldValue::Float(n.as_f64().ok_or_else(fail)?),
+            (DataType::Decimal, Json::Number(n)) => FieldValue::Decimal(
+                n.to_string()
+                    .parse::<Decimal>()
+                    .or_else(|_| Decimal::from_scientific(&n.to_string()))
+                    .map_err(|_| fail())?,
+            ),
+            (DataType::String, Json::String(s)) => FieldValue::String(s.clone()),
+            (DataType::Timestamp, Json::Number(n)) => {
+                let ms = n.as_i64().ok_or_else(fail)?;
+                FieldValue::Timestamp(DateTime::from_timestamp_millis(ms).ok_or_else(fail)?)
+            }
+            (DataType::Bytes, Json::String(s)) => FieldValue::Bytes(
+                base64::engine::general_purpose::STANDARD
+                    .decode(s)
+                    .map_err(|_| fail())?,
+            ),
+            (
+                DataType::Boolean
+                | DataType::Integer
+                | DataType::Float
+                | DataType::Decimal
+                | DataType::Date
+                | DataType::Timestamp,
+                Json::String(s),
+            ) => Self::parse_text(s, data_type)?,
+            (DataType::Array(inner), Json::Array(items)) => FieldValue::Array(
+                items
+                    .iter()
+                    .map(|v| Self::from_json_typed(v, inner))
+                    .collect::<Result<_, _>>()?,
+            ),
+            (DataType::Map(inner), Json::Object(map)) => FieldValue::Map(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), Self::from_json_typed(v, inner)?)))
+                    .collect::<Result<_, ValueError>>()?,
+            ),
+            (DataType::Struct(fields), Json::Object(map)) => {
+                let mut out = BTreeMap::new();
+                for (k, v) in map {
+                    let value = match fields.iter().find(|f| &f.name == k) {
+                        Some(f) => Self::from_json_typed(v, &f.data_type)?,
+                        None => Self::from_json(v),
+                    };
+                    out.insert(k.clone(), value);
+                }
+                FieldValue::Map(out)
+            }
+            _ => return Err(fail()),
+        })
+    }
+
+    /// Parses text (a CSV cell, a URI parameter) as `data_type`.
+    ///
+    /// Booleans accept `true/false/t/f/yes/no/1/0` in any case; timestamps
+    /// accept RFC 3339 and `YYYY-MM-DD[T ]HH:MM:SS[.fff]` (taken as UTC);
+    /// floats accept `NaN`, `Infinity`, `-Infinity`.
+    pub fn parse_text(text: &str, data_type: &DataType) -> Result<FieldValue, ValueError> {
+        let fail = || ValueError::new(format_args!("`{text}`"), data_type);
+        Ok(match data_type {
+            DataType::String | DataType::Any => FieldValue::String(text.to_owned()),
+            DataType::Integer => FieldValue::Integer(text.trim().parse().map_err(|_| fail())?),
+            DataType::Float => FieldValue::Float(parse_float(text.trim()).ok_or_else(fail)?),
+            DataType::Boolean => FieldValue::Boolean(parse_bool(text.trim()).ok_or_else(fail)?),
+            DataType::Decimal => {
+                let t = text.trim();
+                FieldValue::Decimal(
+                    t.parse::<Decimal>()
+                        .or_else(|_| Decimal::from_scientific(t))
+                        .map_err(|_| fail())?,
+                )
+            }
+            DataType::Date => FieldValue::Date(
+                NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|_| fail())?,
+            ),
+            DataType::Timestamp => FieldValue::Timestamp(parse_timestamp(text).ok_or_else(fail)?),
+            DataType::Bytes => FieldValue::Bytes(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text.trim())
+                    .map_err(|_| fail())?,
+            ),
+            DataType::Array(_) | DataType::Map(_) | DataType::Struct(_) => {
+                let json: Json = serde_json::from_str(text).map_err(|_| fail())?;
+                Self::from_json_typed(&json, data_type)?
+            }
+        })
+    }
+}
+
+impl fmt::Display for FieldValue {
+    /// The text form written to CSV cells: `Null` is empty, strings are bare,
+    /// nested values are JSON.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldValue::Null => Ok(()),
+            FieldValue::Boolean(b) => write!(f, "{b}"),
+            FieldValue::Integer(i) => write!(f, "{i}"),
+            FieldValue::Float(x) if x.is_finite() => write!(f, "{x:?}"),
+            FieldValue::Float(x) => f.write_str(non_finite_name(*x)),
+            FieldValue::Decimal(d) => write!(f, "{d}"),
+            FieldValue::String(s) => f.write_str(s),
+            FieldValue::Bytes(b) => {
+                f.write_str(&base64::engine::general_purpose::STANDARD.encode(b))
+            }
+            FieldValue::Date(d) => write!(f, "{}", d.format("%Y-%m-%d")),
+            FieldValue::Timestamp(t) => f.write_str(&format_timestamp(t)),
+            FieldValue::Array(_) | FieldValue::Map(_) => write!(f, "{}", self.to_json()),
+        }
+    }
+}
+
+/// Serialized as its JSON form; deserialized without a schema ([`FieldValue::from_json`]).
+impl serde::Serialize for FieldValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FieldValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Json::deserialize(deserializer).map(|j| FieldValue::from_json(&j))
+    }
+}
+
+impl From<Json> for FieldValue {
+    fn from(json: Json) -> Self {
+        FieldValue::from_json(&json)
+    }
+}
+
+impl From<&FieldValue> for Json {
+    fn from(value: &FieldValue) -> Self {
+        value.to_json()
+    }
+}
+
+macro_rules! from_primitive {
+    ($($t:ty => $variant:ident),* $(,)?) => {$(
+        impl From<$t> for FieldValue {
+            fn from(v: $t) -> Self { FieldValue::$variant(v.into()) }
+        }
+    )*};
+}
+from_primitive!(
+    bool => Boolean, i64 => Integer, i32 => Integer, f64 => Float,
+    Decimal => Decimal, String => String, &str => String, Vec<u8> => Bytes,
+    NaiveDate => Date, DateTime<Utc> => Timestamp,
+);
+
+/// RFC 3339 in UTC with `Z` and only as many fractional digits as needed.
+pub(crate) fn format_timestamp(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn non_finite_name(f: f64) -> &'static str {
+    if f.is_nan() {
+        "NaN"
+    } else if f > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
+    }
+}
+
+fn number_value(n: &serde_json::Number) -> FieldValue {
+    if let Some(i) = n.as_i64() {
+        FieldValue::Integer(i)
+    } else if n.is_u64() {
+        n.to_string()
+            .parse::<Decimal>()
+            .map(FieldValue::Decimal)
+            .unwrap_or_else(|_| FieldValue::Float(n.as_f64().unwrap_or(f64::NAN)))
+    } else {
+        FieldValue::Float(n.as_f64().unwrap_or(f64::NAN))
+    }
+}
+
+fn parse_float(t: &str) -> Option<f64> {
+    match t {
+        "NaN" | "nan" => Some(f64::NAN),
+        "Infinity" | "inf" | "+Infinity" => Some(f64::INFINITY),
+        "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => t.parse().ok(),
+    }
+}
+
+/// The boolean spellings accepted in text.
+pub(crate) fn parse_bool(t: &str) -> Option<bool> {
+    const TRUE: &[&str] = &["true", "t", "yes", "y", "1"];
+    const FALSE: &[&str] = &["false", "f", "no", "n", "0"];
+    if TRUE.iter().any(|w| t.eq_ignore_ascii_case(w)) {
+        Some(true)
+    } else if FALSE.iter().any(|w| t.eq_ignore_ascii_case(w)) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// RFC 3339, or a zone-less ISO 8601 date-time taken as UTC.
+pub(crate) fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    let t = text.trim();
+    // Cheap shape check first: inference calls this on every sampled cell.
+    let b = t.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b' ') {
+        return None;
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Some(dt.with_timezone(&Utc));
+    }
+    // RFC 3339 with a space separator ("2024-01-15 10:30:00+00:00").
+    if let Ok(dt) = DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f%:z") {
+        return Some(dt.with_timezone(&Utc));
+    }
+    for pattern in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(t, pattern) {
+            return Some(naive.and_utc());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::FieldDefinition;
+    use proptest::prelude::*;
+
+    #[test]
+    fn text_parsing() {
+        assert_eq!(
+            FieldValue::parse_text(" 42", &DataType::Integer),
+            Ok(FieldValue::Integer(42))
+        );
+        assert_eq!(
+            FieldValue::parse_text("YES", &DataType::Boolean),
+            Ok(FieldValue::Boolean(true))
+        );
+        let ts = FieldValue::parse_text("2024-01-15 10:30:00", &DataType::Timestamp).unwrap();
+        assert_eq!(ts.to_string(), "2024-01-15T10:30:00Z");
+        let err = FieldValue::parse_text("abc", &DataType::Integer).unwrap_err();
+        assert_eq!(err.to_string(), "cannot read `abc` as INTEGER");
+        assert!(FieldValue::parse_text("2024-13-01", &DataType::Date).is_err());
+    }
+
+    #[test]
+    fn json_keeps_kinds_without_schema() {
+        let j: Json = serde_json::from_str(r#"{"a":1,"b":1.5,"c":[true,null],"d":"x"}"#).unwrap();
+        let v = FieldValue::from_json(&j);
+        assert_eq!(v.to_json(), j);
+        let big: Json = serde_json::from_str("18446744073709551615").unwrap();
+        assert_eq!(
+            FieldValue::from_json(&big),
+            FieldValue::Decimal("18446744073709551615".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn typed_json_errors_say_what_was_found() {
+        let err = FieldValue::from_json_typed(&Json::Bool(true), &DataType::Integer).unwrap_err();
+        assert_eq!(err.to_string(), "cannot read true as INTEGER");
+    }
+
+    fn leaf_type() -> impl Strategy<Value = DataType> {
+        prop_oneof![
+            Just(DataType::Boolean),
+            Just(DataType::Integer),
+            Just(DataType::Float),
+            Just(DataType::Decimal),
+            Just(DataType::String),
+            Just(DataType::Bytes),
+            Just(DataType::Date),
+            Just(DataType::Timestamp),
+        ]
+    }
+
+    fn data_type() -> impl Strategy<Value = DataType> {
+        leaf_type().prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                inner.clone().prop_map(|t| DataType::Array(Box::new(t))),
+                inner.clone().prop_map(|t| DataType::Map(Box::new(t))),
+                prop::collection::vec(("[a-z]{1,6}", inner), 1..4).prop_map(|fs| {
+                    let mut seen = std::collections::HashSet::new();
+                    DataType::Struct(
+                        fs.into_iter()
+                            .filter(|(n, _)| seen.insert(n.clone()))
+                            .map(|(n, t)| FieldDefinition::optional(n, t))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    fn value_of(dt: &DataType) -> BoxedStrategy<FieldValue> {
+        let leaf = match dt {
+            DataType::Boolean => any::<bool>().prop_map(FieldValue::Boolean).boxed(),
+            DataType::Integer => any::<i64>().prop_map(FieldValue::Integer).boxed(),
+            DataType::Float => any::<f64>().prop_map(FieldValue::Float).boxed(),
+            DataType::Decimal => (any::<i64>(), 0u32..=12)
+                .prop_map(|(m, s)| FieldValue::Decimal(Decimal::new(m, s)))
+                .boxed(),
+            DataType::String => any::<String>().prop_map(FieldValue::String).boxed(),
+            DataType::Bytes => prop::collection::vec(any::<u8>(), 0..16)
+                .prop_map(FieldValue::Bytes)
+                .boxed(),
+            DataType::Date => (-100_000i32..100_000)
+                .prop_map(|d| {
+                    FieldValue::Date(NaiveDate::from_num_days_from_ce_opt(700_000 + d).unwrap())
+                })
+                .boxed(),
+            DataType::Timestamp => (
+                -4_000_000_000_000i64..4_000_000_000_000,
+                0u32..1_000_000_000,
+            )
+                .prop_map(|(s, ns)| {
+                    FieldValue::Timestamp(DateTime::from_timestamp(s / 1000, ns).unwrap())
+                })
+                .boxed(),
+            DataType::Array(inner) => prop::collection::vec(value_of(inner), 0..4)
+                .prop_map(FieldValue::Array)
+                .boxed(),
+            DataType::Map(inner) => {
+                prop::collection::btree_map("[a-z]{0,5}", value_of(inner), 0..4)
+                    .prop_map(FieldValue::Map)
+                    .boxed()
+            }
+            DataType::Struct(fields) => {
+                let parts: Vec<_> = fields
+                    .iter()
+                    .map(|f| (Just(f.name.clone()), value_of(&f.data_type)))
+                    .collect();
+                parts
+                    .prop_map(|kv| FieldValue::Map(kv.into_iter().collect()))
+                    .boxed()
+            }
+            DataType::Any => Just(FieldValue::Null).boxed(),
+        };
+        prop_oneof![1 => Just(FieldValue::Null), 9 => leaf].boxed()
+    }
+
+    proptest! {
+        #[test]
+        fn json_round_trip_with_type((dt, v) in data_type().prop_flat_map(|dt| {
+            let values = value_of(&dt);
+            (Just(dt), values)
+        })) {
+            // Through the JSON text, as a JSON Lines file would carry it.
+            let text = serde_json::to_string(&v.to_json()).unwrap();
+            let json: Json = serde_json::from_str(&text).unwrap();
+            let back = FieldValue::from_json_typed(&json, &dt).unwrap();
+            prop_assert_eq!(&back, &v);
+            prop_assert!(back.conforms_to(&dt));
+        }
+
+        #[test]
+        fn text_round_trip_of_leaves((dt, v) in leaf_type().prop_flat_map(|dt| {
+            let values = value_of(&dt);
+            (Just(dt), values)
+        })) {
+            prop_assume!(!v.is_null());
+            let back = FieldValue::parse_text(&v.to_string(), &dt).unwrap();
+            prop_assert_eq!(back, v);
+        }
+    }
+}

@@ -287,10 +287,21 @@ impl SchemaInferrer {
     }
 
     /// Observes one JSON object; absent keys are nulls, new keys become new columns.
+    ///
+    /// `serde_json::Map` keeps keys sorted; to keep a file's column order use
+    /// [`observe_json_fields`](Self::observe_json_fields) with the entries as written.
     pub fn observe_json_object(&mut self, object: &serde_json::Map<String, Json>) {
+        self.observe_json_fields(object.iter().map(|(k, v)| (k.as_str(), v)));
+    }
+
+    /// Observes one JSON object given as its `(key, value)` entries in order.
+    pub fn observe_json_fields<'a>(
+        &mut self,
+        fields: impl IntoIterator<Item = (&'a str, &'a Json)>,
+    ) {
         let mut present = vec![false; self.columns.len()];
-        for (key, value) in object {
-            let i = self.column(key.clone());
+        for (key, value) in fields {
+            let i = self.column(key.to_owned());
             if i >= present.len() {
                 present.resize(i + 1, false);
             }

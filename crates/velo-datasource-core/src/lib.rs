@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod config;
 mod error;
 pub mod event_time;
+pub mod format;
 pub mod infer;
 pub mod metrics;
 mod offset;

@@ -335,16 +335,156 @@ impl fmt::Display for FieldValue {
     }
 }
 
-/// Serialized as its JSON form; deserialized without a schema ([`FieldValue::from_json`]).
+/// Serialized in its JSON form (see the module docs), without building a
+/// `serde_json::Value` first.
 impl serde::Serialize for FieldValue {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(serializer)
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            FieldValue::Null => serializer.serialize_unit(),
+            FieldValue::Boolean(b) => serializer.serialize_bool(*b),
+            FieldValue::Integer(i) => serializer.serialize_i64(*i),
+            FieldValue::Float(f) if f.is_finite() => serializer.serialize_f64(*f),
+            FieldValue::Float(f) => serializer.serialize_str(non_finite_name(*f)),
+            FieldValue::Decimal(d) => serializer.collect_str(d),
+            FieldValue::String(s) => serializer.serialize_str(s),
+            FieldValue::Bytes(b) => {
+                serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+            }
+            FieldValue::Date(d) => serializer.collect_str(&d.format("%Y-%m-%d")),
+            FieldValue::Timestamp(t) => serializer.serialize_str(&format_timestamp(t)),
+            FieldValue::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            FieldValue::Map(map) => {
+                let mut m = serializer.serialize_map(Some(map.len()))?;
+                for (k, v) in map {
+                    m.serialize_entry(k, v)?;
+                }
+                m.end()
+            }
+        }
     }
 }
 
+/// Deserialized without a schema, like [`FieldValue::from_json`], straight
+/// from the input: no intermediate `serde_json::Value`.
 impl<'de> serde::Deserialize<'de> for FieldValue {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Json::deserialize(deserializer).map(|j| FieldValue::from_json(&j))
+        deserializer.deserialize_any(UntypedVisitor)
+    }
+}
+
+struct UntypedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UntypedVisitor {
+    type Value = FieldValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<FieldValue, E> {
+        Ok(FieldValue::Null)
+    }
+    fn visit_none<E>(self) -> Result<FieldValue, E> {
+        Ok(FieldValue::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<FieldValue, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<FieldValue, E> {
+        Ok(FieldValue::Boolean(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<FieldValue, E> {
+        Ok(FieldValue::Integer(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<FieldValue, E> {
+        Ok(match i64::try_from(v) {
+            Ok(i) => FieldValue::Integer(i),
+            Err(_) => FieldValue::Decimal(Decimal::from(v)),
+        })
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<FieldValue, E> {
+        Ok(FieldValue::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<FieldValue, E> {
+        Ok(FieldValue::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<FieldValue, E> {
+        Ok(FieldValue::String(v))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<FieldValue, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(FieldValue::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FieldValue, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some((k, v)) = map.next_entry::<String, FieldValue>()? {
+            out.insert(k, v);
+        }
+        Ok(FieldValue::Map(out))
+    }
+}
+
+impl FieldValue {
+    /// This (untyped) value as `data_type`: integers widen to floats and
+    /// decimals, strings are parsed as timestamps, dates, decimals and bytes.
+    /// Gives the value back unchanged when it does not fit.
+    pub fn coerce(self, data_type: &DataType) -> Result<FieldValue, FieldValue> {
+        match (self, data_type) {
+            (v, DataType::Any) => Ok(v),
+            (FieldValue::Null, _) => Ok(FieldValue::Null),
+            (FieldValue::Integer(i), DataType::Float) => Ok(FieldValue::Float(i as f64)),
+            (FieldValue::Integer(i), DataType::Decimal) => {
+                Ok(FieldValue::Decimal(Decimal::from(i)))
+            }
+            (FieldValue::Integer(ms), DataType::Timestamp) => DateTime::from_timestamp_millis(ms)
+                .map(FieldValue::Timestamp)
+                .ok_or(FieldValue::Integer(ms)),
+            (FieldValue::Float(f), DataType::Decimal) => Decimal::try_from(f)
+                .map(FieldValue::Decimal)
+                .map_err(|_| FieldValue::Float(f)),
+            (
+                FieldValue::String(s),
+                t @ (DataType::Timestamp
+                | DataType::Date
+                | DataType::Decimal
+                | DataType::Bytes
+                | DataType::Float
+                | DataType::Integer),
+            ) => match FieldValue::parse_text(&s, t) {
+                Ok(v) => Ok(v),
+                Err(_) => Err(FieldValue::String(s)),
+            },
+            (FieldValue::Array(items), DataType::Array(inner)) => {
+                let mut out = Vec::with_capacity(items.len());
+                let mut iter = items.into_iter();
+                while let Some(item) = iter.next() {
+                    match item.coerce(inner) {
+                        Ok(v) => out.push(v),
+                        Err(v) => {
+                            out.push(v);
+                            out.extend(iter);
+                            return Err(FieldValue::Array(out));
+                        }
+                    }
+                }
+                Ok(FieldValue::Array(out))
+            }
+            (FieldValue::Map(map), DataType::Map(inner)) => coerce_map(map, |_| Some(inner)),
+            (FieldValue::Map(map), DataType::Struct(fields)) => coerce_map(map, |k| {
+                fields.iter().find(|f| f.name == k).map(|f| &f.data_type)
+            }),
+            (v, t) if v.conforms_to(t) => Ok(v),
+            (v, _) => Err(v),
+        }
     }
 }
 
@@ -372,6 +512,32 @@ from_primitive!(
     Decimal => Decimal, String => String, &str => String, Vec<u8> => Bytes,
     NaiveDate => Date, DateTime<Utc> => Timestamp,
 );
+
+/// Coerces each entry to the type `type_of(key)` gives (entries without one stay as they are).
+fn coerce_map<'a>(
+    map: BTreeMap<String, FieldValue>,
+    type_of: impl Fn(&str) -> Option<&'a DataType>,
+) -> Result<FieldValue, FieldValue> {
+    let mut ok = true;
+    let out = map
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match type_of(&k) {
+                Some(t) => v.coerce(t).unwrap_or_else(|v| {
+                    ok = false;
+                    v
+                }),
+                None => v,
+            };
+            (k, v)
+        })
+        .collect();
+    if ok {
+        Ok(FieldValue::Map(out))
+    } else {
+        Err(FieldValue::Map(out))
+    }
+}
 
 /// RFC 3339 in UTC with `Z` and only as many fractional digits as needed.
 pub(crate) fn format_timestamp(t: &DateTime<Utc>) -> String {
@@ -577,6 +743,27 @@ mod tests {
             let back = FieldValue::from_json_typed(&json, &dt).unwrap();
             prop_assert_eq!(&back, &v);
             prop_assert!(back.conforms_to(&dt));
+        }
+
+        #[test]
+        fn serde_impls_match_the_json_form((_dt, v) in data_type().prop_flat_map(|dt| {
+            let values = value_of(&dt);
+            (Just(dt), values)
+        })) {
+            prop_assert_eq!(serde_json::to_value(&v).unwrap(), v.to_json());
+            let text = serde_json::to_string(&v).unwrap();
+            let back: FieldValue = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(back, FieldValue::from_json(&v.to_json()));
+        }
+
+        #[test]
+        fn coerce_restores_typed_values((dt, v) in data_type().prop_flat_map(|dt| {
+            let values = value_of(&dt);
+            (Just(dt), values)
+        })) {
+            // Untyped JSON decoding, then coercion, as the JSON Lines reader does.
+            let untyped = FieldValue::from_json(&v.to_json());
+            prop_assert_eq!(untyped.coerce(&dt), Ok(v));
         }
 
         #[test]

@@ -1,0 +1,546 @@
+//! CSV: framing by `csv-core` (quotes, escapes, embedded line breaks), typed
+//! cells by the schema, and writing through the `csv` crate's quoting rules.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use csv_core::{ReadRecordResult, ReaderBuilder};
+
+use super::{Decoder, Encoder, FormatOptions, Frame, Inferred, count_lines};
+use crate::error::{Error, Result};
+use crate::infer::SchemaInferrer;
+use crate::record::StreamRecord;
+use crate::schema::{DataType, FieldDefinition, Schema};
+use crate::value::FieldValue;
+
+fn core_reader(options: &FormatOptions) -> csv_core::Reader {
+    let mut b = ReaderBuilder::new();
+    b.delimiter(options.delimiter).quote(options.quote);
+    if let Some(e) = options.escape {
+        b.escape(Some(e)).double_quote(false);
+    }
+    b.build()
+}
+
+/// Reads one record's fields from `input`; `None` if the input ends first (and not `eof`).
+struct Fields {
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Fields {
+    fn new() -> Self {
+        Fields {
+            out: vec![0; 4096],
+            ends: vec![0; 64],
+        }
+    }
+
+    /// Parses one record from `input`. Returns `(consumed, field_count)` or
+    /// `None` when `input` holds no complete record.
+    fn read(
+        &mut self,
+        rdr: &mut csv_core::Reader,
+        input: &[u8],
+        eof: bool,
+    ) -> Option<(usize, usize)> {
+        let (mut nin_total, mut nout, mut nend) = (0, 0, 0);
+        loop {
+            let rest = &input[nin_total..];
+            // An empty slice tells csv-core the input has ended.
+            let feed: &[u8] = if rest.is_empty() && !eof {
+                return None;
+            } else {
+                rest
+            };
+            let (res, nin, o, e) =
+                rdr.read_record(feed, &mut self.out[nout..], &mut self.ends[nend..]);
+            nin_total += nin;
+            nout += o;
+            nend += e;
+            match res {
+                ReadRecordResult::InputEmpty => {
+                    if !eof {
+                        return None;
+                    }
+                    // With eof, loop once more with the empty slice to finish the record.
+                }
+                ReadRecordResult::OutputFull => {
+                    let n = self.out.len() * 2;
+                    self.out.resize(n, 0);
+                }
+                ReadRecordResult::OutputEndsFull => {
+                    let n = self.ends.len() * 2;
+                    self.ends.resize(n, 0);
+                }
+                ReadRecordResult::Record => return Some((nin_total, nend)),
+                ReadRecordResult::End => {
+                    return if nin_total > 0 {
+                        Some((nin_total, 0))
+                    } else {
+                        None
+                    };
+                }
+            }
+        }
+    }
+
+    fn field(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.out[start..self.ends[i]]
+    }
+}
+
+/// Decodes CSV data rows (after the header) into typed values.
+#[derive(Debug)]
+pub struct CsvDecoder {
+    rdr: csv_core::Reader,
+    fields: FieldsBuf,
+    schema: Arc<Schema>,
+    types: Vec<DataType>,
+    nullable: Vec<bool>,
+    null_tokens: Vec<String>,
+    empty_is_null: bool,
+}
+
+/// `Fields` with a `Debug` that does not dump buffers.
+struct FieldsBuf(Fields);
+
+impl std::fmt::Debug for FieldsBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FieldsBuf")
+    }
+}
+
+impl CsvDecoder {
+    /// A decoder of rows into `schema`.
+    pub fn new(options: &FormatOptions, schema: Arc<Schema>) -> Self {
+        CsvDecoder {
+            rdr: core_reader(options),
+            fields: FieldsBuf(Fields::new()),
+            types: schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type.clone())
+                .collect(),
+            nullable: schema.fields().iter().map(|f| f.nullable).collect(),
+            schema,
+            empty_is_null: options.null_tokens.iter().any(String::is_empty),
+            null_tokens: options
+                .null_tokens
+                .iter()
+                .filter(|t| !t.is_empty())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn is_null(&self, cell: &str) -> bool {
+        if cell.is_empty() {
+            self.empty_is_null
+        } else {
+            self.null_tokens.iter().any(|t| t == cell)
+        }
+    }
+
+    fn convert(&self, n: usize) -> std::result::Result<Vec<FieldValue>, String> {
+        let f = &self.fields.0;
+        if n != self.types.len() {
+            return Err(format!("expected {} fields, found {n}", self.types.len()));
+        }
+        let mut values = Vec::with_capacity(n);
+        for (i, ty) in self.types.iter().enumerate() {
+            let bytes = f.field(i);
+            let name = || &self.schema.fields()[i].name;
+            let cell = std::str::from_utf8(bytes)
+                .map_err(|e| format!("column `{}`: invalid UTF-8 ({e})", name()))?;
+            if self.is_null(cell) {
+                if !self.nullable[i] {
+                    return Err(format!(
+                        "column `{}`: null in a non-nullable column",
+                        name()
+                    ));
+                }
+                values.push(FieldValue::Null);
+                continue;
+            }
+            let value = match ty {
+                DataType::String | DataType::Any => FieldValue::String(cell.to_owned()),
+                ty => FieldValue::parse_text(cell, ty)
+                    .map_err(|e| format!("column `{}`: {e}", name()))?,
+            };
+            values.push(value);
+        }
+        Ok(values)
+    }
+}
+
+impl Decoder for CsvDecoder {
+    fn decode(&mut self, input: &[u8], eof: bool, max: usize, out: &mut Vec<Frame>) -> usize {
+        let mut consumed = 0;
+        let mut produced = 0;
+        while produced < max && consumed < input.len() {
+            let rest = &input[consumed..];
+            let Some((len, n)) = self.fields.0.read(&mut self.rdr, rest, eof) else {
+                // An incomplete record: forget csv-core's state and wait for more input.
+                self.rdr.reset();
+                break;
+            };
+            let bytes = &rest[..len];
+            consumed += len;
+            // A blank line is no record.
+            if n <= 1 && bytes.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            out.push(Frame {
+                len,
+                lines: count_lines(bytes),
+                result: self.convert(n),
+                schema: self.schema.clone(),
+            });
+            produced += 1;
+        }
+        consumed
+    }
+
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
+    }
+}
+
+/// Reads the header (or counts columns) and samples rows for types.
+pub(super) fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result<Inferred> {
+    let mut rdr = core_reader(options);
+    let mut fields = Fields::new();
+    let mut pos = 0;
+    // Skip blank lines before the header.
+    let mut header: Option<Vec<String>> = None;
+    let mut header_len = 0;
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    while pos < sample.len() && rows.len() < options.sample_rows {
+        let Some((len, n)) = fields.read(&mut rdr, &sample[pos..], eof) else {
+            break;
+        };
+        let bytes = &sample[pos..pos + len];
+        pos += len;
+        if n <= 1 && bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            if header.is_none() {
+                header_len = pos;
+            }
+            continue;
+        }
+        let cells: Vec<String> = (0..n)
+            .map(|i| String::from_utf8_lossy(fields.field(i)).into_owned())
+            .collect();
+        if header.is_none() && options.has_header {
+            header = Some(dedup_names(cells));
+            header_len = pos;
+        } else {
+            if header.is_none() {
+                header = Some((0..n).map(|i| format!("col_{i}")).collect());
+            }
+            rows.push(cells);
+        }
+    }
+    let names = header.unwrap_or_default();
+    if let Some(given) = &options.schema {
+        if options.has_header && !names.is_empty() && names.len() != given.len() {
+            return Err(Error::Schema(format!(
+                "the header has {} columns but the given schema has {}",
+                names.len(),
+                given.len()
+            )));
+        }
+        return Ok(Inferred {
+            schema: given.clone(),
+            header_len,
+        });
+    }
+    if names.is_empty() {
+        return Err(Error::Schema(
+            "no header and no rows to infer a schema from".into(),
+        ));
+    }
+    let mut inferrer = SchemaInferrer::new(names.iter().cloned(), options.inference());
+    for row in &rows {
+        inferrer.observe_text_row(row.iter().map(String::as_str));
+    }
+    let mut schema = inferrer.finish();
+    if rows.is_empty() {
+        // Only a header: every column is a nullable string until data says otherwise.
+        schema = Schema::new(
+            names
+                .into_iter()
+                .map(|n| FieldDefinition::optional(n, DataType::String))
+                .collect(),
+        );
+    }
+    Ok(Inferred {
+        schema: Arc::new(schema),
+        header_len,
+    })
+}
+
+/// Header names made unique (`a, a` → `a, a_1`) and never empty (`col_3`).
+fn dedup_names(cells: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    cells
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let base = if c.trim().is_empty() {
+                format!("col_{i}")
+            } else {
+                c.trim().to_owned()
+            };
+            let mut name = base.clone();
+            let mut n = 1;
+            while !seen.insert(name.clone()) {
+                name = format!("{base}_{n}");
+                n += 1;
+            }
+            name
+        })
+        .collect()
+}
+
+/// Writes records as CSV with `csv-core`'s quoting, straight into the output buffer.
+pub struct CsvEncoder {
+    writer: csv_core::Writer,
+    has_header: bool,
+    cell: String,
+}
+
+impl std::fmt::Debug for CsvEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsvEncoder")
+            .field("has_header", &self.has_header)
+            .finish()
+    }
+}
+
+impl CsvEncoder {
+    /// An encoder with `options`' delimiter, quote, escape and header setting.
+    pub fn new(options: &FormatOptions) -> Self {
+        let mut b = csv_core::WriterBuilder::new();
+        b.delimiter(options.delimiter).quote(options.quote);
+        if let Some(e) = options.escape {
+            b.escape(e).double_quote(false);
+        }
+        CsvEncoder {
+            writer: b.build(),
+            has_header: options.has_header,
+            cell: String::new(),
+        }
+    }
+
+    /// Writes one record of `cells`; a record of one empty cell is written as
+    /// `""` so that it is not read back as a blank line.
+    fn record<'a>(&mut self, cells: impl ExactSizeIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+        let single = cells.len() == 1;
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                let start = out.len();
+                out.resize(start + 4, 0);
+                let (_, n) = self.writer.delimiter(&mut out[start..]);
+                out.truncate(start + n);
+            }
+            if single && cell.is_empty() {
+                out.extend_from_slice(b"\"\"");
+                continue;
+            }
+            // Quoting at most doubles a field and adds two quotes.
+            let start = out.len();
+            out.resize(start + cell.len() * 2 + 2, 0);
+            let (_, nin, nout) = self.writer.field(cell, &mut out[start..]);
+            debug_assert_eq!(nin, cell.len());
+            out.truncate(start + nout);
+        }
+        let start = out.len();
+        out.resize(start + 4, 0);
+        let (_, n) = self.writer.terminator(&mut out[start..]);
+        out.truncate(start + n);
+    }
+}
+
+impl Encoder for CsvEncoder {
+    fn begin(&mut self, schema: &Schema, out: &mut Vec<u8>) -> Result<()> {
+        if self.has_header {
+            let names: Vec<&[u8]> = schema.names().map(str::as_bytes).collect();
+            self.record(names.into_iter(), out);
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self, record: &StreamRecord, out: &mut Vec<u8>) -> Result<()> {
+        // Non-string cells are rendered into one reused buffer, then written.
+        let mut texts: Vec<(usize, usize)> = Vec::with_capacity(record.values().len());
+        self.cell.clear();
+        for value in record.values() {
+            let start = self.cell.len();
+            if !matches!(value, FieldValue::String(_)) {
+                let _ = write!(self.cell, "{value}");
+            }
+            texts.push((start, self.cell.len()));
+        }
+        let cell = std::mem::take(&mut self.cell);
+        let cells = record
+            .values()
+            .iter()
+            .zip(&texts)
+            .map(|(v, (a, b))| match v {
+                FieldValue::String(s) => s.as_bytes(),
+                _ => &cell.as_bytes()[*a..*b],
+            });
+        self.record(cells, out);
+        self.cell = cell;
+        Ok(())
+    }
+
+    fn finish(&mut self, _out: &mut Vec<u8>) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileFormat;
+
+    fn opts() -> FormatOptions {
+        FormatOptions::new(FileFormat::Csv)
+    }
+
+    /// Decodes `data` fed `chunk` bytes at a time; checks that every byte
+    /// after the header was consumed exactly once.
+    fn decode_all(data: &[u8], chunk: usize) -> (Inferred, Vec<Frame>) {
+        let inferred = infer(&opts(), data, true).unwrap();
+        let mut dec = CsvDecoder::new(&opts(), inferred.schema.clone());
+        let mut frames = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut fed = inferred.header_len;
+        let mut consumed = 0;
+        // Feed in small chunks, as a tailing reader would.
+        loop {
+            let end = (fed + chunk).min(data.len());
+            buf.extend_from_slice(&data[fed..end]);
+            fed = end;
+            let eof = fed == data.len();
+            let used = dec.decode(&buf, eof, usize::MAX, &mut frames);
+            consumed += used;
+            buf.drain(..used);
+            if eof && buf.is_empty() {
+                break;
+            }
+            if eof && used == 0 {
+                panic!("stuck with {} bytes", buf.len());
+            }
+        }
+        assert_eq!(consumed + inferred.header_len, data.len());
+        assert!(frames.iter().map(|f| f.len).sum::<usize>() <= consumed);
+        (inferred, frames)
+    }
+
+    const DATA: &[u8] = b"id,name,price,at\n1,\"Smith, J\",9.5,2024-01-15T10:30:00Z\n2,\"line\nbreak \"\"quoted\"\"\",,2024-01-15T10:31:00Z\n\n3,\xc3\xa9t\xc3\xa9,NA,2024-01-15T10:32:00Z";
+
+    #[test]
+    fn typed_rows_any_chunking() {
+        for chunk in [1, 3, 7, 64, 4096] {
+            let (inf, frames) = decode_all(DATA, chunk);
+            let s = &inf.schema;
+            assert_eq!(s.fields()[0].data_type, DataType::Integer, "chunk {chunk}");
+            assert_eq!(s.fields()[2].data_type, DataType::Float);
+            assert_eq!(s.fields()[3].data_type, DataType::Timestamp);
+            assert_eq!(frames.len(), 3, "chunk {chunk}");
+            let rows: Vec<_> = frames.iter().map(|f| f.result.clone().unwrap()).collect();
+            assert_eq!(rows[0][1], FieldValue::from("Smith, J"));
+            assert_eq!(rows[1][1], FieldValue::from("line\nbreak \"quoted\""));
+            assert!(rows[1][2].is_null());
+            assert_eq!(rows[2][1], FieldValue::from("été"));
+            assert!(
+                frames[1].lines >= 2,
+                "the quoted line break and the terminator"
+            );
+        }
+    }
+
+    #[test]
+    fn incomplete_tail_waits_for_more() {
+        let inferred = infer(&opts(), b"a,b\n1,2\n", true).unwrap();
+        let mut dec = CsvDecoder::new(&opts(), inferred.schema.clone());
+        let mut frames = Vec::new();
+        assert_eq!(dec.decode(b"3,4\n5,", false, 10, &mut frames), 4);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(dec.decode(b"5,", false, 10, &mut frames), 0);
+        assert_eq!(dec.decode(b"5,6", true, 10, &mut frames), 3);
+        assert_eq!(frames[1].result, Ok(vec![5.into(), 6.into()]));
+    }
+
+    #[test]
+    fn bad_rows_are_frames_with_reasons() {
+        let inferred = infer(&opts(), b"a,b\n1,2\n", true).unwrap();
+        let mut dec = CsvDecoder::new(&opts(), inferred.schema.clone());
+        let mut frames = Vec::new();
+        dec.decode(b"x,2\n1\n1,2,3\n7,8\n", true, 10, &mut frames);
+        let errs: Vec<_> = frames.iter().map(|f| f.result.clone().err()).collect();
+        assert_eq!(
+            errs[0].as_deref(),
+            Some("column `a`: cannot read `x` as INTEGER")
+        );
+        assert_eq!(errs[1].as_deref(), Some("expected 2 fields, found 1"));
+        assert_eq!(errs[2].as_deref(), Some("expected 2 fields, found 3"));
+        assert_eq!(errs[3], None);
+    }
+
+    #[test]
+    fn no_header_and_duplicate_names() {
+        let mut o = opts();
+        o.has_header = false;
+        let inf = infer(&o, b"1,x\n2,y\n", true).unwrap();
+        assert_eq!(inf.schema.names().collect::<Vec<_>>(), ["col_0", "col_1"]);
+        assert_eq!(inf.header_len, 0);
+        let inf = infer(&opts(), b"a,a,\n1,2,3\n", true).unwrap();
+        assert_eq!(
+            inf.schema.names().collect::<Vec<_>>(),
+            ["a", "a_1", "col_2"]
+        );
+    }
+
+    #[test]
+    fn encode_then_decode_is_identity() {
+        let (inf, frames) = decode_all(DATA, 4096);
+        let mut enc = CsvEncoder::new(&opts());
+        let mut out = Vec::new();
+        enc.begin(&inf.schema, &mut out).unwrap();
+        for f in &frames {
+            let r = StreamRecord::new(f.schema.clone(), f.result.clone().unwrap()).unwrap();
+            enc.encode(&r, &mut out).unwrap();
+        }
+        enc.finish(&mut out).unwrap();
+        let (inf2, frames2) = decode_all(&out, 4096);
+        assert_eq!(inf2.schema, inf.schema);
+        let a: Vec<_> = frames.iter().map(|f| f.result.clone()).collect();
+        let b: Vec<_> = frames2.iter().map(|f| f.result.clone()).collect();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn given_schema_is_strict() {
+        let mut o = opts();
+        o.schema = Some(Arc::new(
+            crate::format::parse_schema_spec("a:integer,b:string").unwrap(),
+        ));
+        let inf = infer(&o, b"a,b\n1,\n", true).unwrap();
+        let mut dec = CsvDecoder::new(&o, inf.schema.clone());
+        let mut frames = Vec::new();
+        dec.decode(b"1,\n", true, 10, &mut frames);
+        assert!(
+            frames[0]
+                .result
+                .as_ref()
+                .unwrap_err()
+                .contains("non-nullable")
+        );
+        assert!(infer(&o, b"a,b,c\n", true).is_err());
+    }
+}

@@ -1,0 +1,713 @@
+//! JSON Lines and JSON arrays of objects.
+//!
+//! Objects are decoded straight into positional values: keys are matched
+//! against the schema (trying the expected position before hashing), values
+//! are read without an intermediate `serde_json::Value` and then coerced to
+//! the field's type. With an inferred schema, data wins: a key the sample
+//! did not show adds a field, and a value that does not fit widens its field
+//! to `ANY`; both make a new shared schema that later records reuse. With a
+//! schema given by the user, either is a bad record naming the field.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+
+use super::{Decoder, Encoder, FormatOptions, Frame, Inferred, count_lines};
+use crate::error::{Error, Result};
+use crate::infer::SchemaInferrer;
+use crate::record::StreamRecord;
+use crate::schema::{DataType, FieldDefinition, Schema};
+use crate::value::FieldValue;
+
+/// Values of one object in schema order, plus keys the schema lacks.
+struct Decoded {
+    values: Vec<FieldValue>,
+    extra: Vec<(String, FieldValue)>,
+}
+
+struct ObjectSeed<'a> {
+    schema: &'a Schema,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
+    type Value = Decoded;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Decoded, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectSeed<'_> {
+    type Value = Decoded;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Decoded, A::Error> {
+        let fields = self.schema.fields();
+        let mut values = vec![FieldValue::Null; fields.len()];
+        let mut extra = Vec::new();
+        let mut expected = 0;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            // Objects usually repeat the same key order: try that before hashing.
+            let index = if fields.get(expected).is_some_and(|f| f.name == *key) {
+                Some(expected)
+            } else {
+                self.schema.index_of(&key)
+            };
+            let value: FieldValue = map.next_value()?;
+            match index {
+                Some(i) => {
+                    values[i] = value;
+                    expected = i + 1;
+                }
+                None => extra.push((key.into_owned(), value)),
+            }
+        }
+        Ok(Decoded { values, extra })
+    }
+}
+
+/// Shared by both JSON decoders: the schema and how strictly to hold it.
+#[derive(Debug)]
+struct ObjectDecoder {
+    schema: Arc<Schema>,
+    fixed: bool,
+}
+
+impl ObjectDecoder {
+    fn decode(&mut self, bytes: &[u8]) -> std::result::Result<Vec<FieldValue>, String> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let decoded = ObjectSeed {
+            schema: &self.schema,
+        }
+        .deserialize(&mut de)
+        .and_then(|d| de.end().map(|()| d))
+        .map_err(|e| format!("invalid JSON object: {e}"))?;
+        let Decoded { mut values, extra } = decoded;
+        if !extra.is_empty() {
+            if self.fixed {
+                return Err(format!("field `{}` is not in the schema", extra[0].0));
+            }
+            let mut fields = self.schema.fields().to_vec();
+            for (k, v) in extra {
+                let ty = v.data_type().map_or(DataType::Any, |t| match t {
+                    DataType::Array(_) | DataType::Map(_) => DataType::Any,
+                    t => t,
+                });
+                tracing::info!(field = %k, "JSON input has a new field; the schema grows");
+                fields.push(FieldDefinition::optional(k, ty));
+                values.push(v);
+            }
+            self.schema = Arc::new(Schema::new(fields));
+        }
+        let mut widened: Option<Vec<FieldDefinition>> = None;
+        for (i, slot) in values.iter_mut().enumerate() {
+            let field = &self.schema.fields()[i];
+            let v = std::mem::replace(slot, FieldValue::Null);
+            *slot = match v.coerce(&field.data_type) {
+                Ok(v) => {
+                    if v.is_null() && !field.nullable {
+                        if self.fixed {
+                            return Err(format!(
+                                "field `{}` is null or missing but not nullable",
+                                field.name
+                            ));
+                        }
+                        widened.get_or_insert_with(|| self.schema.fields().to_vec())[i].nullable =
+                            true;
+                    }
+                    v
+                }
+                Err(v) => {
+                    if self.fixed {
+                        return Err(format!(
+                            "field `{}`: cannot read {} as {}",
+                            field.name,
+                            short(&v),
+                            field.data_type
+                        ));
+                    }
+                    // Widen to the narrowest type that holds both; ANY as a last resort.
+                    let wider = match (&field.data_type, &v) {
+                        (DataType::Integer, FieldValue::Float(_)) => DataType::Float,
+                        _ => DataType::Any,
+                    };
+                    tracing::info!(field = %field.name, to = %wider, "JSON value does not fit the inferred type; the field widens");
+                    let fields = widened.get_or_insert_with(|| self.schema.fields().to_vec());
+                    fields[i].data_type = wider;
+                    v
+                }
+            };
+        }
+        if let Some(fields) = widened {
+            self.schema = Arc::new(Schema::new(fields));
+        }
+        Ok(values)
+    }
+}
+
+fn short(v: &FieldValue) -> String {
+    let mut s = v.to_json().to_string();
+    if s.len() > 48 {
+        let mut cut = 45;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+/// Decodes one JSON object per line; blank lines are skipped.
+#[derive(Debug)]
+pub struct JsonLinesDecoder {
+    inner: ObjectDecoder,
+}
+
+impl JsonLinesDecoder {
+    /// A decoder into `schema`; `fixed` when the user gave it.
+    pub fn new(schema: Arc<Schema>, fixed: bool) -> Self {
+        JsonLinesDecoder {
+            inner: ObjectDecoder { schema, fixed },
+        }
+    }
+}
+
+impl Decoder for JsonLinesDecoder {
+    fn decode(&mut self, input: &[u8], eof: bool, max: usize, out: &mut Vec<Frame>) -> usize {
+        let mut consumed = 0;
+        let mut produced = 0;
+        while produced < max && consumed < input.len() {
+            let rest = &input[consumed..];
+            let (line, len) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], i + 1),
+                None if eof => (rest, rest.len()),
+                None => break,
+            };
+            consumed += len;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let result = self.inner.decode(line);
+            out.push(Frame {
+                len,
+                lines: u64::from(len > line.len()),
+                result,
+                schema: self.inner.schema.clone(),
+            });
+            produced += 1;
+        }
+        consumed
+    }
+
+    fn schema(&self) -> Arc<Schema> {
+        self.inner.schema.clone()
+    }
+}
+
+/// Where a JSON array decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArrayState {
+    BeforeOpen,
+    InArray,
+    Closed,
+}
+
+/// Decodes the objects of one top-level JSON array.
+#[derive(Debug)]
+pub struct JsonArrayDecoder {
+    inner: ObjectDecoder,
+    state: ArrayState,
+}
+
+impl JsonArrayDecoder {
+    /// A decoder into `schema`; `resumed` when input starts inside the array.
+    pub fn new(schema: Arc<Schema>, fixed: bool, resumed: bool) -> Self {
+        JsonArrayDecoder {
+            inner: ObjectDecoder { schema, fixed },
+            state: if resumed {
+                ArrayState::InArray
+            } else {
+                ArrayState::BeforeOpen
+            },
+        }
+    }
+}
+
+/// Length of the JSON value at the start of `input` (which starts with a
+/// non-space byte), or `None` if `input` ends inside it. Strings, escapes
+/// and nesting are followed; content is not validated here.
+fn value_len(input: &[u8]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &b) in input.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => {
+                    in_string = false;
+                    if depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            b',' if depth == 0 => return Some(i),
+            b if depth == 0 && b.is_ascii_whitespace() => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+impl Decoder for JsonArrayDecoder {
+    fn decode(&mut self, input: &[u8], eof: bool, max: usize, out: &mut Vec<Frame>) -> usize {
+        let mut pos = 0;
+        let mut produced = 0;
+        // Separators (space, commas, the brackets) are consumed with the record
+        // that follows them, so positions land just after a complete element.
+        let mut pending = 0;
+        // The state as of `pending`: input after it is handed back, so is the state.
+        let mut committed = self.state;
+        loop {
+            while pos < input.len() && input[pos].is_ascii_whitespace() {
+                pos += 1;
+            }
+            if pos >= input.len() || produced >= max {
+                break;
+            }
+            match (self.state, input[pos]) {
+                (ArrayState::BeforeOpen, b'[') => {
+                    self.state = ArrayState::InArray;
+                    pos += 1;
+                }
+                (ArrayState::InArray, b',') => pos += 1,
+                (ArrayState::InArray, b']') => {
+                    self.state = ArrayState::Closed;
+                    pos += 1;
+                    pending = pos;
+                    committed = self.state;
+                }
+                (ArrayState::InArray, _) => {
+                    let len = match value_len(&input[pos..]) {
+                        Some(len) => len,
+                        None if eof => input.len() - pos,
+                        None => break,
+                    };
+                    let start = pending;
+                    let bytes = &input[pos..pos + len];
+                    pos += len;
+                    pending = pos;
+                    committed = self.state;
+                    out.push(Frame {
+                        len: pos - start,
+                        lines: count_lines(&input[start..pos]),
+                        result: self.inner.decode(bytes),
+                        schema: self.inner.schema.clone(),
+                    });
+                    produced += 1;
+                }
+                (state, b) => {
+                    // Not an array, or text after its end: one bad frame for the rest.
+                    let start = pending;
+                    pos = input.len();
+                    pending = pos;
+                    let what = if state == ArrayState::Closed {
+                        "text after the closing `]`"
+                    } else {
+                        "input that does not start with `[`"
+                    };
+                    out.push(Frame {
+                        len: pos - start,
+                        lines: count_lines(&input[start..]),
+                        result: Err(format!("{what} (found `{}`)", b as char)),
+                        schema: self.inner.schema.clone(),
+                    });
+                    break;
+                }
+            }
+        }
+        if self.state == ArrayState::Closed && committed == ArrayState::Closed {
+            // Trailing whitespace after `]` belongs to no record but is consumed.
+            return pos;
+        }
+        if eof && self.state == ArrayState::InArray && pos >= input.len() && pending < input.len() {
+            // Input ended without `]`: report it once as a bad frame.
+            out.push(Frame {
+                len: input.len() - pending,
+                lines: count_lines(&input[pending..]),
+                result: Err("the JSON array is not closed with `]`".into()),
+                schema: self.inner.schema.clone(),
+            });
+            return input.len();
+        }
+        self.state = committed;
+        pending
+    }
+
+    fn schema(&self) -> Arc<Schema> {
+        self.inner.schema.clone()
+    }
+}
+
+/// A JSON object's entries in the order written (`serde_json::Map` sorts them).
+struct OrderedObject(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for OrderedObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OrderedObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<OrderedObject, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(OrderedObject(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn sample_schema<'a>(
+    options: &FormatOptions,
+    objects: impl Iterator<Item = &'a [u8]>,
+) -> Result<Arc<Schema>> {
+    if let Some(given) = &options.schema {
+        return Ok(given.clone());
+    }
+    let mut inferrer = SchemaInferrer::new(Vec::<String>::new(), options.inference());
+    for bytes in objects {
+        if inferrer.is_done() {
+            break;
+        }
+        if let Ok(OrderedObject(fields)) = serde_json::from_slice::<OrderedObject>(bytes) {
+            inferrer.observe_json_fields(fields.iter().map(|(k, v)| (k.as_str(), v)));
+        }
+    }
+    Ok(Arc::new(inferrer.finish()))
+}
+
+pub(super) fn infer_lines(options: &FormatOptions, sample: &[u8], eof: bool) -> Result<Inferred> {
+    let mut lines: Vec<&[u8]> = sample.split(|b| *b == b'\n').collect();
+    if !eof && !sample.ends_with(b"\n") {
+        lines.pop();
+    }
+    let schema = sample_schema(
+        options,
+        lines
+            .into_iter()
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace)),
+    )?;
+    Ok(Inferred {
+        schema,
+        header_len: 0,
+    })
+}
+
+pub(super) fn infer_array(options: &FormatOptions, sample: &[u8], eof: bool) -> Result<Inferred> {
+    let mut objects = Vec::new();
+    let mut pos = sample
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sample.len());
+    if sample.get(pos) != Some(&b'[') && !(sample.is_empty() || pos == sample.len()) {
+        return Err(Error::decode(
+            "byte 0",
+            "a JSON array file must start with `[`",
+        ));
+    }
+    pos += 1;
+    while pos < sample.len() && objects.len() < options.sample_rows {
+        match sample[pos] {
+            b if b.is_ascii_whitespace() || b == b',' => pos += 1,
+            b']' => break,
+            _ => match value_len(&sample[pos..]) {
+                Some(len) => {
+                    objects.push(&sample[pos..pos + len]);
+                    pos += len;
+                }
+                None => {
+                    if eof {
+                        objects.push(&sample[pos..]);
+                    }
+                    break;
+                }
+            },
+        }
+    }
+    Ok(Inferred {
+        schema: sample_schema(options, objects.into_iter())?,
+        header_len: 0,
+    })
+}
+
+/// A record as a JSON object in schema order, serialized without a `Value` tree.
+struct RecordObject<'a>(&'a StreamRecord);
+
+impl serde::Serialize for RecordObject<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.values().len()))?;
+        for (k, v) in self.0.fields() {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// Writes JSON Lines, or one JSON array.
+#[derive(Debug)]
+pub struct JsonEncoder {
+    array: bool,
+    first: bool,
+}
+
+impl JsonEncoder {
+    /// One object per line.
+    pub fn lines() -> Self {
+        JsonEncoder {
+            array: false,
+            first: true,
+        }
+    }
+
+    /// One array of objects, one per line.
+    pub fn array() -> Self {
+        JsonEncoder {
+            array: true,
+            first: true,
+        }
+    }
+}
+
+impl Encoder for JsonEncoder {
+    fn begin(&mut self, _schema: &Schema, out: &mut Vec<u8>) -> Result<()> {
+        self.first = true;
+        if self.array {
+            out.push(b'[');
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self, record: &StreamRecord, out: &mut Vec<u8>) -> Result<()> {
+        if self.array {
+            out.extend_from_slice(if self.first { b"\n" } else { b",\n" });
+        }
+        self.first = false;
+        serde_json::to_writer(&mut *out, &RecordObject(record)).map_err(|e| Error::Encode {
+            target: "JSON".into(),
+            message: e.to_string(),
+        })?;
+        if !self.array {
+            out.push(b'\n');
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        if self.array {
+            out.extend_from_slice(b"\n]\n");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileFormat;
+
+    fn opts(format: FileFormat) -> FormatOptions {
+        FormatOptions::new(format)
+    }
+
+    fn run(dec: &mut dyn Decoder, data: &[u8], chunk: usize) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        let mut buf = Vec::new();
+        let mut fed = 0;
+        loop {
+            let end = (fed + chunk).min(data.len());
+            buf.extend_from_slice(&data[fed..end]);
+            fed = end;
+            let eof = fed == data.len();
+            let used = dec.decode(&buf, eof, usize::MAX, &mut frames);
+            buf.drain(..used);
+            if eof {
+                assert!(
+                    buf.iter().all(u8::is_ascii_whitespace),
+                    "left: {:?}",
+                    String::from_utf8_lossy(&buf)
+                );
+                break;
+            }
+        }
+        frames
+    }
+
+    const LINES: &[u8] = b"{\"id\":1,\"px\":10,\"at\":\"2024-01-15T10:30:00Z\"}\n\n{\"at\":\"2024-01-15T10:31:00Z\",\"px\":10.5,\"id\":2}\n{\"id\":3,\"px\":null,\"at\":\"2024-01-15T10:32:00Z\",\"new\":true}";
+
+    #[test]
+    fn lines_typed_any_chunking() {
+        for chunk in [1, 5, 4096] {
+            let whole = infer_lines(&opts(FileFormat::JsonLines), LINES, true).unwrap();
+            assert_eq!(
+                whole.schema.names().collect::<Vec<_>>(),
+                ["id", "px", "at", "new"]
+            );
+            assert_eq!(whole.schema.field("px").unwrap().data_type, DataType::Float);
+            // Infer from the first line only, so that decoding must grow the schema.
+            let first_line = &LINES[..LINES.iter().position(|b| *b == b'\n').unwrap() + 1];
+            let inf = infer_lines(&opts(FileFormat::JsonLines), first_line, false).unwrap();
+            assert_eq!(inf.schema.field("px").unwrap().data_type, DataType::Integer);
+            let mut dec = JsonLinesDecoder::new(inf.schema.clone(), false);
+            let frames = run(&mut dec, LINES, chunk);
+            assert_eq!(frames.len(), 3);
+            let r1 = frames[1].result.clone().unwrap();
+            assert_eq!(r1[0], FieldValue::Integer(2));
+            // 10.5 does not fit the INTEGER inferred from line 1: the field widens to FLOAT.
+            assert_eq!(r1[1], FieldValue::Float(10.5));
+            assert_eq!(
+                frames[1].schema.field("px").unwrap().data_type,
+                DataType::Float
+            );
+            assert_eq!(
+                frames[2].schema.field("px").unwrap().data_type,
+                DataType::Float
+            );
+            assert!(matches!(r1[2], FieldValue::Timestamp(_)));
+            // The new key grew the schema for the last record only.
+            assert_eq!(frames[1].schema.len(), 3);
+            assert_eq!(frames[2].schema.len(), 4);
+            assert_eq!(
+                frames[2].result.clone().unwrap()[3],
+                FieldValue::Boolean(true)
+            );
+            assert_eq!(frames.iter().map(|f| f.len).sum::<usize>() + 1, LINES.len());
+        }
+    }
+
+    #[test]
+    fn values_that_do_not_fit_widen_or_fail() {
+        let schema = Arc::new(crate::format::parse_schema_spec("id:integer,s:string?").unwrap());
+        let mut loose = JsonLinesDecoder::new(schema.clone(), false);
+        let frames = run(&mut loose, b"{\"id\":\"x\"}\n{\"id\":2}\n", 4096);
+        assert_eq!(frames[0].result.clone().unwrap()[0], FieldValue::from("x"));
+        assert_eq!(frames[0].schema.fields()[0].data_type, DataType::Any);
+        let mut strict = JsonLinesDecoder::new(schema, true);
+        let frames = run(
+            &mut strict,
+            b"{\"id\":\"x\"}\n{\"id\":2,\"zz\":1}\n{\"s\":\"a\"}\nnot json\n[1]\n",
+            4096,
+        );
+        let errs: Vec<_> = frames
+            .iter()
+            .map(|f| f.result.clone().unwrap_err())
+            .collect();
+        assert_eq!(errs[0], "field `id`: cannot read \"x\" as INTEGER");
+        assert_eq!(errs[1], "field `zz` is not in the schema");
+        assert!(errs[2].contains("not nullable"));
+        assert!(errs[3].starts_with("invalid JSON object"));
+        assert!(errs[4].starts_with("invalid JSON object"));
+    }
+
+    #[test]
+    fn array_any_chunking_and_resume() {
+        let data = b" [\n {\"a\": 1, \"s\": \"x,]}\\\"\"},\n {\"a\": 2, \"s\": null} ,{\"a\":3,\"s\":\"z\"}\n]\n";
+        for chunk in [1, 2, 9, 4096] {
+            let inf = infer_array(&opts(FileFormat::JsonArray), data, true).unwrap();
+            let mut dec = JsonArrayDecoder::new(inf.schema.clone(), false, false);
+            let frames = run(&mut dec, data, chunk);
+            assert_eq!(frames.len(), 3, "chunk {chunk}");
+            assert_eq!(
+                frames[0].result.clone().unwrap()[1],
+                FieldValue::from("x,]}\"")
+            );
+            // Resume after the first element.
+            let offset = frames[0].len;
+            let mut resumed = JsonArrayDecoder::new(inf.schema.clone(), false, true);
+            let rest = run(&mut resumed, &data[offset..], chunk);
+            assert_eq!(rest.len(), 2);
+            assert_eq!(rest[1].result.clone().unwrap()[0], FieldValue::Integer(3));
+        }
+    }
+
+    #[test]
+    fn array_errors() {
+        let s = Arc::new(Schema::empty());
+        let mut dec = JsonArrayDecoder::new(s.clone(), false, false);
+        let frames = run(&mut dec, b"{\"a\":1}", 4096);
+        assert!(
+            frames[0]
+                .result
+                .clone()
+                .unwrap_err()
+                .contains("does not start with `[`")
+        );
+        let mut dec = JsonArrayDecoder::new(s, false, false);
+        let frames = run(&mut dec, b"[{\"a\":1},{\"a\":", 4096);
+        assert!(frames.last().unwrap().result.is_err());
+    }
+
+    #[test]
+    fn encoders_round_trip() {
+        let inf = infer_lines(&opts(FileFormat::JsonLines), LINES, true).unwrap();
+        let mut dec = JsonLinesDecoder::new(inf.schema.clone(), false);
+        let frames = run(&mut dec, LINES, 4096);
+        for mut enc in [JsonEncoder::lines(), JsonEncoder::array()] {
+            let mut out = Vec::new();
+            enc.begin(&inf.schema, &mut out).unwrap();
+            for f in &frames {
+                enc.encode(
+                    &StreamRecord::new(f.schema.clone(), f.result.clone().unwrap()).unwrap(),
+                    &mut out,
+                )
+                .unwrap();
+            }
+            enc.finish(&mut out).unwrap();
+            let back: Vec<Frame> = if enc.array {
+                let i = infer_array(&opts(FileFormat::JsonArray), &out, true).unwrap();
+                run(
+                    &mut JsonArrayDecoder::new(i.schema, false, false),
+                    &out,
+                    4096,
+                )
+            } else {
+                let i = infer_lines(&opts(FileFormat::JsonLines), &out, true).unwrap();
+                run(&mut JsonLinesDecoder::new(i.schema, false), &out, 4096)
+            };
+            // Every record carries the same values by name.
+            for (a, b) in frames.iter().zip(&back) {
+                let ra = StreamRecord::new(a.schema.clone(), a.result.clone().unwrap()).unwrap();
+                let rb = StreamRecord::new(b.schema.clone(), b.result.clone().unwrap()).unwrap();
+                for (k, v) in ra.fields() {
+                    assert_eq!(rb.get(k).unwrap_or(&FieldValue::Null), v, "field {k}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Record formats, decoded and encoded in one place for every connector.
+//!
+//! Decoders are push-style: a caller hands them bytes as they arrive and gets
+//! back only *complete* records, each with its exact byte length, so a file
+//! being appended to, or an object fetched in ranges, is never read half a
+//! record at a time, and every bad record has a precise location. Partial
+//! input at the end is left for the next call (or, with `eof`, taken as the
+//! last record).
+//!
+//! | format | feature | decoder | encoder |
+//! |---|---|---|---|
+//! | CSV | `csv` (default) | [`csv::CsvDecoder`] | [`csv::CsvEncoder`] |
+//! | JSON Lines | `json` (default) | [`json::JsonLinesDecoder`] | [`json::JsonEncoder`] |
+//! | JSON array | `json` (default) | [`json::JsonArrayDecoder`] | [`json::JsonEncoder`] |
+//!
+//! Compressed input and output (gzip, zstd) are in [`compression`].
+
+pub mod compression;
+#[cfg(feature = "csv")]
+pub mod csv;
+#[cfg(feature = "json")]
+pub mod json;
+
+use std::sync::Arc;
+
+use crate::config::{FileFormat, Properties};
+use crate::error::{Error, Result};
+use crate::infer::{DEFAULT_NULL_TOKENS, InferenceOptions};
+use crate::record::StreamRecord;
+use crate::schema::{DataType, FieldDefinition, Schema};
+use crate::value::FieldValue;
+
+/// One complete record found by a decoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    /// Bytes this record took in the input, terminator included.
+    pub len: usize,
+    /// Line breaks inside those bytes.
+    pub lines: u64,
+    /// The values in `schema` order, or why the record is bad.
+    pub result: std::result::Result<Vec<FieldValue>, String>,
+    /// The schema the values follow (JSON decoders widen it as data demands).
+    pub schema: Arc<Schema>,
+}
+
+/// A push-style record decoder. See the module docs.
+pub trait Decoder: Send + std::fmt::Debug {
+    /// Decodes up to `max` complete records from the start of `input` into
+    /// `out` and returns the bytes they took (always the sum of their `len`s,
+    /// plus any blank lines between them). With `eof`, input that ends
+    /// without a terminator is a complete last record.
+    fn decode(&mut self, input: &[u8], eof: bool, max: usize, out: &mut Vec<Frame>) -> usize;
+
+    /// The current schema.
+    fn schema(&self) -> Arc<Schema>;
+}
+
+/// Writes records in a format.
+pub trait Encoder: Send + std::fmt::Debug {
+    /// Bytes that start a file: a CSV header, `[` for a JSON array.
+    fn begin(&mut self, schema: &Schema, out: &mut Vec<u8>) -> Result<()>;
+
+    /// Appends one record.
+    fn encode(&mut self, record: &StreamRecord, out: &mut Vec<u8>) -> Result<()>;
+
+    /// Bytes that end a file: `]` for a JSON array.
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<()>;
+}
+
+/// Format settings read from a connector's properties.
+#[derive(Debug, Clone)]
+pub struct FormatOptions {
+    /// The format.
+    pub format: FileFormat,
+    /// CSV field separator.
+    pub delimiter: u8,
+    /// CSV quote character.
+    pub quote: u8,
+    /// CSV escape character (`None`: quotes are escaped by doubling).
+    pub escape: Option<u8>,
+    /// Whether CSV input starts with (and CSV output writes) a header.
+    pub has_header: bool,
+    /// Cells read as null.
+    pub null_tokens: Vec<String>,
+    /// Rows sampled for schema inference.
+    pub sample_rows: usize,
+    /// A schema given by the user; decoding is then strict.
+    pub schema: Option<Arc<Schema>>,
+}
+
+impl FormatOptions {
+    /// Defaults for `format`.
+    pub fn new(format: FileFormat) -> Self {
+        FormatOptions {
+            format,
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+            has_header: true,
+            null_tokens: DEFAULT_NULL_TOKENS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            sample_rows: 1000,
+            schema: None,
+        }
+    }
+
+    /// Reads `delimiter`, `quote`, `escape`, `header`, `null_values`,
+    /// `sample_rows` and `schema`; errors name the key.
+    pub fn from_properties(format: FileFormat, props: &Properties) -> Result<Self> {
+        let mut o = Self::new(format);
+        if let Some(d) = props.get("delimiter") {
+            o.delimiter = single_byte("delimiter", d)?;
+        }
+        if let Some(q) = props.get("quote") {
+            o.quote = single_byte("quote", q)?;
+        }
+        if let Some(e) = props.get("escape") {
+            o.escape = Some(single_byte("escape", e)?);
+        }
+        if o.delimiter == o.quote || Some(o.delimiter) == o.escape {
+            return Err(Error::invalid_value(
+                "delimiter",
+                (o.delimiter as char).to_string(),
+                "must differ from the quote and escape characters",
+            ));
+        }
+        if let Some(h) = props.get_bool("header")? {
+            o.has_header = h;
+        }
+        if let Some(n) = props.get("null_values") {
+            o.null_tokens = n.split(',').map(str::to_owned).collect();
+        }
+        if let Some(n) = props.get_parsed::<usize>("sample_rows")? {
+            o.sample_rows = n.max(1);
+        }
+        if let Some(s) = props.get("schema") {
+            o.schema = Some(Arc::new(parse_schema_spec(s)?));
+        }
+        Ok(o)
+    }
+
+    /// The inference options these format options imply.
+    pub fn inference(&self) -> InferenceOptions {
+        InferenceOptions {
+            null_tokens: self.null_tokens.clone(),
+            sample_rows: self.sample_rows,
+        }
+    }
+}
+
+fn single_byte(key: &str, value: &str) -> Result<u8> {
+    let v = match value {
+        "\\t" | "tab" | "TAB" => "\t",
+        other => other,
+    };
+    match v.as_bytes() {
+        [b] if b.is_ascii() && *b != b'\n' && *b != b'\r' => Ok(*b),
+        _ => Err(Error::invalid_value(
+            key,
+            value,
+            "must be one ASCII character other than a line break (use \\t for tab)",
+        )),
+    }
+}
+
+/// Parses `name:type,name:type?` (a `?` suffix makes a field nullable; types
+/// are `boolean, integer, float, decimal, string, bytes, date, timestamp, any`).
+///
+/// ```
+/// use velo_datasource_core::{format::parse_schema_spec, DataType};
+/// let s = parse_schema_spec("id:integer,price:float?,at:timestamp").unwrap();
+/// assert_eq!(s.fields()[1].data_type, DataType::Float);
+/// assert!(s.fields()[1].nullable && !s.fields()[0].nullable);
+/// ```
+pub fn parse_schema_spec(spec: &str) -> Result<Schema> {
+    let mut fields = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, ty) = part.split_once(':').ok_or_else(|| {
+            Error::invalid_value("schema", spec, format!("`{part}` should be name:type"))
+        })?;
+        let (ty, nullable) = match ty.trim().strip_suffix('?') {
+            Some(t) => (t, true),
+            None => (ty.trim(), false),
+        };
+        let data_type = match ty.to_ascii_lowercase().as_str() {
+            "boolean" | "bool" => DataType::Boolean,
+            "integer" | "int" | "bigint" | "long" => DataType::Integer,
+            "float" | "double" => DataType::Float,
+            "decimal" | "numeric" => DataType::Decimal,
+            "string" | "text" | "varchar" => DataType::String,
+            "bytes" | "binary" => DataType::Bytes,
+            "date" => DataType::Date,
+            "timestamp" | "datetime" => DataType::Timestamp,
+            "any" | "json" => DataType::Any,
+            other => {
+                return Err(Error::invalid_value(
+                    "schema",
+                    spec,
+                    format!("unknown type `{other}` for `{name}`"),
+                ));
+            }
+        };
+        fields.push(FieldDefinition::new(name.trim(), data_type, nullable));
+    }
+    Schema::try_new(fields).map_err(|e| Error::invalid_value("schema", spec, e.to_string()))
+}
+
+/// What [`infer`] learned from the start of a file or object.
+#[derive(Debug, Clone)]
+pub struct Inferred {
+    /// The schema (the given one, if any).
+    pub schema: Arc<Schema>,
+    /// Bytes of header before the first record (CSV).
+    pub header_len: usize,
+}
+
+/// Infers the schema from `sample`, the first bytes of the input (`eof` when
+/// the sample is the whole input).
+pub fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result<Inferred> {
+    match options.format {
+        #[cfg(feature = "csv")]
+        FileFormat::Csv => csv::infer(options, sample, eof),
+        #[cfg(feature = "json")]
+        FileFormat::JsonLines => json::infer_lines(options, sample, eof),
+        #[cfg(feature = "json")]
+        FileFormat::JsonArray => json::infer_array(options, sample, eof),
+        other => Err(Error::unsupported(
+            format!("reading {other} records"),
+            "this build (enable the format's cargo feature)",
+        )),
+    }
+}
+
+/// A decoder for input that starts at byte `offset` (0 = the very start,
+/// before any header), given what [`infer`] found.
+pub fn decoder(
+    options: &FormatOptions,
+    inferred: &Inferred,
+    offset: u64,
+) -> Result<Box<dyn Decoder>> {
+    let fixed = options.schema.is_some();
+    match options.format {
+        #[cfg(feature = "csv")]
+        FileFormat::Csv => Ok(Box::new(csv::CsvDecoder::new(
+            options,
+            inferred.schema.clone(),
+        ))),
+        #[cfg(feature = "json")]
+        FileFormat::JsonLines => Ok(Box::new(json::JsonLinesDecoder::new(
+            inferred.schema.clone(),
+            fixed,
+        ))),
+        #[cfg(feature = "json")]
+        FileFormat::JsonArray => Ok(Box::new(json::JsonArrayDecoder::new(
+            inferred.schema.clone(),
+            fixed,
+            offset > 0,
+        ))),
+        other => {
+            let _ = (fixed, offset);
+            Err(Error::unsupported(
+                format!("reading {other} records"),
+                "this build (enable the format's cargo feature)",
+            ))
+        }
+    }
+}
+
+/// An encoder for `options.format`.
+pub fn encoder(options: &FormatOptions) -> Result<Box<dyn Encoder>> {
+    match options.format {
+        #[cfg(feature = "csv")]
+        FileFormat::Csv => Ok(Box::new(csv::CsvEncoder::new(options))),
+        #[cfg(feature = "json")]
+        FileFormat::JsonLines => Ok(Box::new(json::JsonEncoder::lines())),
+        #[cfg(feature = "json")]
+        FileFormat::JsonArray => Ok(Box::new(json::JsonEncoder::array())),
+        other => Err(Error::unsupported(
+            format!("writing {other} records"),
+            "this build (enable the format's cargo feature)",
+        )),
+    }
+}
+
+/// Counts line breaks in `bytes`.
+pub(crate) fn count_lines(bytes: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', bytes).count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_from_properties() {
+        let p: Properties = [
+            ("delimiter", "\\t"),
+            ("header", "false"),
+            ("null_values", "-,?"),
+        ]
+        .into_iter()
+        .collect();
+        let o = FormatOptions::from_properties(FileFormat::Csv, &p).unwrap();
+        assert_eq!(o.delimiter, b'\t');
+        assert!(!o.has_header);
+        assert_eq!(o.null_tokens, ["-", "?"]);
+        for bad in ["ab", "é", "\n"] {
+            let p: Properties = [("delimiter", bad)].into_iter().collect();
+            let e = FormatOptions::from_properties(FileFormat::Csv, &p)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`delimiter`"), "{e}");
+        }
+        let p: Properties = [("delimiter", "\"")].into_iter().collect();
+        assert!(FormatOptions::from_properties(FileFormat::Csv, &p).is_err());
+    }
+
+    #[test]
+    fn schema_specs() {
+        assert!(parse_schema_spec("a:integer,a:string").is_err());
+        assert!(
+            parse_schema_spec("a:wat")
+                .unwrap_err()
+                .to_string()
+                .contains("`wat`")
+        );
+        assert!(parse_schema_spec("a").is_err());
+    }
+}

@@ -133,6 +133,12 @@ pub trait DataReader: Send {
     fn lag(&self) -> Option<crate::metrics::Lag> {
         None
     }
+
+    /// Called once on a clean shutdown, after the last `commit`: a reader
+    /// that keeps its own checkpoints saves one here.
+    async fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Convenience methods on every [`DataReader`].
@@ -223,6 +229,12 @@ pub trait DataWriter: Send {
     async fn commit_with_position(&mut self, position: &SourcePosition) -> Result<()> {
         let _ = position;
         Err(Error::unsupported("commit_with_position", "this sink"))
+    }
+
+    /// Called once on a clean shutdown, after the last `commit`: finishes
+    /// open output (renames the last file part into place, closes a JSON array).
+    async fn close(&mut self) -> Result<()> {
+        Ok(())
     }
 
     /// The position last stored by [`commit_with_position`](Self::commit_with_position), if any.

@@ -179,6 +179,7 @@ impl Decoder for CsvDecoder {
     fn decode(&mut self, input: &[u8], eof: bool, max: usize, out: &mut Vec<Frame>) -> usize {
         let mut consumed = 0;
         let mut produced = 0;
+        let mut frame_start = 0;
         while produced < max && consumed < input.len() {
             let rest = &input[consumed..];
             let Some((len, n)) = self.fields.0.read(&mut self.rdr, rest, eof) else {
@@ -188,16 +189,17 @@ impl Decoder for CsvDecoder {
             };
             let bytes = &rest[..len];
             consumed += len;
-            // A blank line is no record.
+            // A blank line is no record; its bytes count with the next one.
             if n <= 1 && bytes.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
             out.push(Frame {
-                len,
-                lines: count_lines(bytes),
+                len: consumed - frame_start,
+                lines: count_lines(&input[frame_start..consumed]),
                 result: self.convert(n),
                 schema: self.schema.clone(),
             });
+            frame_start = consumed;
             produced += 1;
         }
         consumed
@@ -437,7 +439,7 @@ mod tests {
             }
         }
         assert_eq!(consumed + inferred.header_len, data.len());
-        assert!(frames.iter().map(|f| f.len).sum::<usize>() <= consumed);
+        assert_eq!(frames.iter().map(|f| f.len).sum::<usize>(), consumed);
         (inferred, frames)
     }
 

@@ -33,7 +33,10 @@ use crate::value::FieldValue;
 /// One complete record found by a decoder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
-    /// Bytes this record took in the input, terminator included.
+    /// Bytes from the end of the previous frame (or the start of the input)
+    /// to the end of this record, terminator included: blank lines and
+    /// separators before a record count with it, so frame ends are exact
+    /// resume points.
     pub len: usize,
     /// Line breaks inside those bytes.
     pub lines: u64,
@@ -46,9 +49,9 @@ pub struct Frame {
 /// A push-style record decoder. See the module docs.
 pub trait Decoder: Send + std::fmt::Debug {
     /// Decodes up to `max` complete records from the start of `input` into
-    /// `out` and returns the bytes they took (always the sum of their `len`s,
-    /// plus any blank lines between them). With `eof`, input that ends
-    /// without a terminator is a complete last record.
+    /// `out` and returns the bytes consumed: the sum of the frames' `len`s
+    /// plus any blank lines or closing bytes after the last one. With `eof`,
+    /// input that ends without a terminator is a complete last record.
     fn decode(&mut self, input: &[u8], eof: bool, max: usize, out: &mut Vec<Frame>) -> usize;
 
     /// The current schema.
@@ -65,6 +68,12 @@ pub trait Encoder: Send + std::fmt::Debug {
 
     /// Bytes that end a file: `]` for a JSON array.
     fn finish(&mut self, out: &mut Vec<u8>) -> Result<()>;
+
+    /// Continues output that already holds `records` records (after a
+    /// restart or a rollback), without writing `begin`'s bytes again.
+    fn continue_after(&mut self, records: u64) {
+        let _ = records;
+    }
 }
 
 /// Format settings read from a connector's properties.

@@ -1,0 +1,160 @@
+//! Telling files apart: device and inode plus a checksum of the first bytes.
+//!
+//! The inode follows a file through a rename; the checksum catches an inode
+//! reused by a new file, and a file whose content was replaced in place. A
+//! file shorter than the checksum window is fingerprinted over what it has,
+//! and the covered length is part of the fingerprint, so the same file still
+//! matches after it grows.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::str::FromStr;
+
+/// Default bytes checksummed.
+pub(crate) const DEFAULT_BYTES: u64 = 256;
+
+/// The identity of a file's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint {
+    /// Device id.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Bytes covered by `crc` (less than the window for short files).
+    pub covered: u64,
+    /// CRC-32 of the first `covered` bytes.
+    pub crc: u32,
+}
+
+impl Fingerprint {
+    /// Fingerprints an open file over up to `window` bytes, keeping its position.
+    pub fn of(file: &mut File, window: u64) -> std::io::Result<Self> {
+        let (dev, ino) = dev_ino(file)?;
+        let (covered, crc) = checksum(file, window)?;
+        Ok(Fingerprint {
+            dev,
+            ino,
+            covered,
+            crc,
+        })
+    }
+
+    /// Whether `file` is the file this fingerprint was taken of.
+    pub fn matches(&self, file: &mut File) -> std::io::Result<bool> {
+        if !self.same_inode(file)? {
+            return Ok(false);
+        }
+        let (covered, crc) = checksum(file, self.covered)?;
+        Ok(covered == self.covered && crc == self.crc)
+    }
+
+    /// Whether `file` has this fingerprint's device and inode (content aside).
+    pub fn same_inode(&self, file: &File) -> std::io::Result<bool> {
+        Ok(dev_ino(file)? == (self.dev, self.ino))
+    }
+
+    /// Whether `file`'s first bytes are those this fingerprint covers,
+    /// whatever its inode (a copy made by copytruncate rotation).
+    pub fn content_matches(&self, file: &mut File) -> std::io::Result<bool> {
+        let (covered, crc) = checksum(file, self.covered)?;
+        Ok(covered == self.covered && crc == self.crc)
+    }
+}
+
+fn checksum(file: &mut File, window: u64) -> std::io::Result<(u64, u32)> {
+    let pos = file.stream_position()?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut buf = Vec::with_capacity(window as usize);
+    file.by_ref().take(window).read_to_end(&mut buf)?;
+    file.seek(SeekFrom::Start(pos))?;
+    Ok((buf.len() as u64, crc32fast::hash(&buf)))
+}
+
+#[cfg(unix)]
+fn dev_ino(file: &File) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn dev_ino(_file: &File) -> std::io::Result<(u64, u64)> {
+    Ok((0, 0))
+}
+
+impl fmt::Display for Fingerprint {
+    /// `dev:ino:covered:crc` (crc in hex), as stored in `SourceOffset::File`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}:{:08x}",
+            self.dev, self.ino, self.covered, self.crc
+        )
+    }
+}
+
+impl FromStr for Fingerprint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let bad = || format!("`{s}` is not a file fingerprint (dev:ino:covered:crc)");
+        let [dev, ino, covered, crc] = parts.as_slice() else {
+            return Err(bad());
+        };
+        Ok(Fingerprint {
+            dev: dev.parse().map_err(|_| bad())?,
+            ino: ino.parse().map_err(|_| bad())?,
+            covered: covered.parse().map_err(|_| bad())?,
+            crc: u32::from_str_radix(crc, 16).map_err(|_| bad())?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn rename_keeps_identity_replace_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("app.log");
+        std::fs::write(&a, b"hello\n").unwrap();
+        let fp = Fingerprint::of(&mut File::open(&a).unwrap(), DEFAULT_BYTES).unwrap();
+        assert_eq!(fp.covered, 6);
+        let b = dir.path().join("app.log.1");
+        std::fs::rename(&a, &b).unwrap();
+        // Growing past the short window keeps the match.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&b)
+            .unwrap()
+            .write_all(b"more\n")
+            .unwrap();
+        assert!(fp.matches(&mut File::open(&b).unwrap()).unwrap());
+        std::fs::write(&a, b"hello\n").unwrap();
+        assert!(
+            !fp.matches(&mut File::open(&a).unwrap()).unwrap(),
+            "another inode"
+        );
+        assert!(fp.content_matches(&mut File::open(&a).unwrap()).unwrap());
+        // Same inode, new content (truncated and rewritten).
+        std::fs::write(&b, b"HELLO\n").unwrap();
+        assert!(!fp.matches(&mut File::open(&b).unwrap()).unwrap());
+    }
+
+    #[test]
+    fn text_form_round_trips() {
+        let fp = Fingerprint {
+            dev: 2049,
+            ino: 77,
+            covered: 256,
+            crc: 0xdead_beef,
+        };
+        assert_eq!(fp.to_string(), "2049:77:256:deadbeef");
+        assert_eq!(fp.to_string().parse::<Fingerprint>(), Ok(fp));
+        assert!("x".parse::<Fingerprint>().is_err());
+    }
+}

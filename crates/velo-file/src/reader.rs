@@ -1,0 +1,713 @@
+//! The file reader: finds files, follows them through growth, rotation and
+//! truncation, decodes records, applies the bad-record policy, and reports
+//! its position over every file it tracks.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::Notify;
+use velo_datasource_core::{
+    BadRecordPolicy, Checkpoint, CheckpointStore, DataReader, Error, EventTimeExtractor,
+    FileCheckpointStore, Lag, Result, SourceMetrics, SourceOffset, SourcePosition, StreamRecord,
+    async_trait,
+};
+
+use crate::dead_letter::{DeadLetter, DeadLetterFile};
+use crate::fingerprint::Fingerprint;
+use crate::options::{FileSourceOptions, Mode};
+use crate::tracked::{Located, Status, Tracked, open_file};
+use crate::watch::{ChangeWatcher, watch_root};
+
+/// Everything the blocking part of the reader owns.
+#[derive(Debug)]
+struct State {
+    opts: Arc<FileSourceOptions>,
+    /// Files in reading order: rotated (older) ones first.
+    files: Vec<Tracked>,
+    scanned: bool,
+    restore_from: Option<SourcePosition>,
+    /// A bad record met after good ones in the same batch: reported next call.
+    pending_error: Option<Error>,
+    dead_letters: Option<DeadLetterFile>,
+    bad_records: u64,
+    event_time: Option<EventTimeExtractor>,
+    lag_bytes: u64,
+}
+
+fn location(path: &Path, at: (u64, u64)) -> String {
+    format!("{}, byte {} (line {})", path.display(), at.0, at.1 + 1)
+}
+
+fn is_glob(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+impl State {
+    fn new(opts: Arc<FileSourceOptions>) -> Result<Self> {
+        let dead_letters = match (&opts.errors, &opts.dead_letter) {
+            (BadRecordPolicy::DeadLetter, Some(p)) => Some(DeadLetterFile::open(p)?),
+            _ => None,
+        };
+        let event_time = opts
+            .event_time
+            .clone()
+            .map(|c| EventTimeExtractor::new(c, opts.log_every));
+        Ok(State {
+            opts,
+            files: Vec::new(),
+            scanned: false,
+            restore_from: None,
+            pending_error: None,
+            dead_letters,
+            bad_records: 0,
+            event_time,
+            lag_bytes: 0,
+        })
+    }
+
+    /// The paths the source covers right now.
+    fn candidates(&self) -> Result<Vec<PathBuf>> {
+        let path = &self.opts.path;
+        if Path::new(path).is_dir() {
+            let dir = Path::new(path);
+            let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(dir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && !is_hidden(p))
+                .collect();
+            out.sort();
+            return Ok(out);
+        }
+        if is_glob(path) {
+            let paths =
+                glob::glob(path).map_err(|e| Error::invalid_value("path", path, e.to_string()))?;
+            let mut out: Vec<PathBuf> = paths
+                .filter_map(|p| p.ok())
+                .filter(|p| p.is_file() && !is_hidden(p))
+                .collect();
+            out.sort();
+            return Ok(out);
+        }
+        Ok(vec![PathBuf::from(path)])
+    }
+
+    /// Finds new, rotated, renamed, truncated and vanished files.
+    fn scan(&mut self) -> Result<()> {
+        let first = !self.scanned;
+        self.scanned = true;
+        if first && let Some(position) = self.restore_from.take() {
+            self.apply_position(position)?;
+        }
+        let candidates = self.candidates()?;
+        if first && candidates.is_empty() && !self.opts.mode.is_streaming() {
+            return Err(Error::io(
+                &self.opts.path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no file matches"),
+            ));
+        }
+        let mut seen = vec![false; self.files.len()];
+        for cand in candidates {
+            let mut file = match open_file(&cand) {
+                Ok(f) => f,
+                // A file may vanish between listing and opening, or during rotation.
+                Err(Error::Io { source, .. })
+                    if !first && source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue;
+                }
+                Err(e) if first || !self.opts.mode.is_streaming() => return Err(e),
+                Err(e) => {
+                    tracing::warn!("skipping {}: {e}", cand.display());
+                    continue;
+                }
+            };
+            let known = self
+                .files
+                .iter_mut()
+                .position(|t| !t.rotated && t.fingerprint.matches(&mut file).unwrap_or(false));
+            match known {
+                Some(i) => {
+                    if i < seen.len() {
+                        seen[i] = true;
+                    }
+                    let t = &mut self.files[i];
+                    if t.path != cand {
+                        tracing::info!(from = %t.path.display(), to = %cand.display(), "file renamed; keeping its position");
+                        t.path = cand;
+                    }
+                    if t.open_len()
+                        .is_some_and(|len| len < t.read_pos().min(t.offset.max(t.header_len())))
+                    {
+                        self.handle_truncation(i)?;
+                    } else {
+                        self.files[i].refresh_fingerprint(self.opts.fingerprint_bytes);
+                    }
+                }
+                None => {
+                    // The same inode with other first bytes was rewritten in place.
+                    if let Some(i) = self.files.iter().position(|t| {
+                        !t.rotated
+                            && !t.compressed
+                            && t.fingerprint.same_inode(&file).unwrap_or(false)
+                    }) {
+                        if i < seen.len() {
+                            seen[i] = true;
+                        }
+                        self.handle_truncation(i)?;
+                        continue;
+                    }
+                    if self.opts.detect_rotation {
+                        for t in self
+                            .files
+                            .iter_mut()
+                            .filter(|t| t.path == cand && !t.rotated)
+                        {
+                            tracing::info!(path = %cand.display(), "file rotated: a new file took its name");
+                            t.rotated = true;
+                            if !self.opts.finish_rotated {
+                                t.finished = true;
+                            }
+                        }
+                    }
+                    if self.opts.mode == Mode::Tail
+                        && self.opts.compression.is_none()
+                        && velo_datasource_core::format::compression::Compression::from_path(&cand)
+                            != velo_datasource_core::format::compression::Compression::None
+                    {
+                        return Err(Error::invalid_value(
+                            "mode",
+                            "tail",
+                            format!("{} is compressed and cannot be tailed", cand.display()),
+                        ));
+                    }
+                    self.files.push(Tracked::open(&cand, &self.opts, None)?);
+                }
+            }
+        }
+        if !first && self.opts.mode.is_streaming() {
+            for (i, t) in self.files.iter_mut().enumerate() {
+                if i < seen.len() && !seen[i] && !t.rotated && !t.finished {
+                    tracing::info!(path = %t.path.display(), "file moved away or deleted; reading it to its end");
+                    t.rotated = true;
+                    if !self.opts.finish_rotated {
+                        t.finished = true;
+                    }
+                }
+            }
+        }
+        self.files.retain(|t| !(t.finished && t.rotated));
+        // Rotated files are older: read them first. The sort is stable.
+        self.files.sort_by_key(|t| !t.rotated);
+        self.lag_bytes = self
+            .files
+            .iter_mut()
+            .filter(|t| !t.finished)
+            .map(Tracked::remaining)
+            .sum();
+        Ok(())
+    }
+
+    /// A file shrank below what was read, or was rewritten in place.
+    fn handle_truncation(&mut self, i: usize) -> Result<()> {
+        let (path, offset) = (self.files[i].path.clone(), self.files[i].offset);
+        tracing::warn!(path = %path.display(), offset, "file was truncated or rewritten (copytruncate rotation?); reading it again from the start");
+        // copytruncate: the copy holds what was written before the truncation.
+        let copy = if self.opts.finish_rotated {
+            self.find_rotated(&path, &self.files[i].fingerprint, true)
+        } else {
+            None
+        };
+        self.files[i].restart(&self.opts)?;
+        if let Some(copy) = copy {
+            let at = (self.files[i].header_len().max(offset), self.files[i].line);
+            let mut t = Tracked::open(&copy, &self.opts, Some((offset, at.1)))?;
+            tracing::info!(copy = %copy.display(), offset, "reading the rest of the truncated file from its copy");
+            t.rotated = true;
+            self.files.insert(i, t);
+        }
+        Ok(())
+    }
+
+    /// A file matching `rotation_pattern` next to `path` that is `fingerprint`'s file
+    /// (or, for copytruncate, has its first bytes).
+    fn find_rotated(
+        &self,
+        path: &Path,
+        fingerprint: &Fingerprint,
+        by_content: bool,
+    ) -> Option<PathBuf> {
+        let pattern = self.opts.rotation_pattern.as_ref()?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p != path
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| pattern.matches(n))
+            })
+            .collect();
+        entries.sort();
+        entries.into_iter().find(|p| {
+            std::fs::File::open(p)
+                .and_then(|mut f| {
+                    if by_content {
+                        fingerprint.content_matches(&mut f)
+                    } else {
+                        fingerprint.matches(&mut f)
+                    }
+                })
+                .unwrap_or(false)
+        })
+    }
+
+    /// Re-opens every file of a saved position where it was.
+    fn apply_position(&mut self, position: SourcePosition) -> Result<()> {
+        self.files.clear();
+        for offset in position.offsets {
+            let SourceOffset::File {
+                path,
+                byte_offset,
+                line_number,
+                fingerprint,
+            } = offset
+            else {
+                return Err(Error::Offset(format!(
+                    "not a file offset: {}",
+                    offset.describe()
+                )));
+            };
+            let fp = fingerprint
+                .as_deref()
+                .map(str::parse::<Fingerprint>)
+                .transpose()
+                .map_err(|e| Error::Offset(format!("{path}: {e}")))?;
+            let at = Some((byte_offset, line_number));
+            let p = PathBuf::from(&path);
+            let same = match (std::fs::File::open(&p), &fp) {
+                (Ok(_), None) => true,
+                (Ok(mut f), Some(fp)) => fp.matches(&mut f).unwrap_or(false),
+                (Err(_), _) => false,
+            };
+            if same {
+                let mut t = Tracked::open(&p, &self.opts, at)?;
+                t.finished = t.compressed && byte_offset > 0 && t.remaining() == 0;
+                self.files.push(t);
+                continue;
+            }
+            match fp.as_ref().and_then(|fp| self.find_rotated(&p, fp, false)) {
+                Some(rotated) => {
+                    tracing::info!(from = %path, to = %rotated.display(), "checkpointed file was rotated; finishing it under its new name");
+                    let mut t = Tracked::open(&rotated, &self.opts, at)?;
+                    t.rotated = true;
+                    self.files.push(t);
+                }
+                None => tracing::warn!(
+                    path = %path,
+                    byte_offset,
+                    "the checkpointed file was replaced or removed and no rotated file matches rotation_pattern; \
+                     records after this offset in the old file cannot be read, the file now at this path is read from the start"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max` records.
+    fn fill(&mut self, max: usize, scan: bool) -> Result<Vec<StreamRecord>> {
+        if let Some(e) = self.pending_error.take() {
+            return Err(e);
+        }
+        if !self.scanned || scan {
+            self.scan()?;
+        }
+        let mut out = Vec::with_capacity(max.min(8192));
+        let now = Utc::now();
+        let mut located = Vec::new();
+        let mut i = 0;
+        while out.len() < max && i < self.files.len() {
+            if self.files[i].finished {
+                i += 1;
+                continue;
+            }
+            let final_eof =
+                !self.opts.mode.is_streaming() || self.files[i].rotated || self.files[i].compressed;
+            located.clear();
+            match self.files[i].next_frames(max - out.len(), final_eof, &mut located)? {
+                Status::AtEnd => {
+                    let t = &mut self.files[i];
+                    if final_eof {
+                        if t.rotated {
+                            tracing::info!(path = %t.path.display(), "finished reading a rotated file");
+                        }
+                        t.finished = true;
+                    } else {
+                        t.retry_at_end();
+                    }
+                    i += 1;
+                    continue;
+                }
+                Status::Frames => {}
+            }
+            if let Some(stop) = self.hand_out(i, &mut located, now, &mut out)? {
+                self.files[i].rewind_to(stop, &self.opts)?;
+                if out.is_empty() {
+                    return Err(self
+                        .pending_error
+                        .take()
+                        .unwrap_or_else(|| Error::State("bad record without an error".into())));
+                }
+                return Ok(out);
+            }
+            self.files[i].consume_all();
+        }
+        Ok(out)
+    }
+
+    /// Turns frames into records; returns the start of a bad record that stops the batch.
+    fn hand_out(
+        &mut self,
+        i: usize,
+        located: &mut Vec<Located>,
+        now: chrono::DateTime<Utc>,
+        out: &mut Vec<StreamRecord>,
+    ) -> Result<Option<(u64, u64)>> {
+        for loc in located.drain(..) {
+            match loc.frame.result {
+                Ok(values) => {
+                    let mut record = StreamRecord::from_parts(loc.frame.schema, values);
+                    record.timestamp = now;
+                    record.offset = (loc.start.1 + 1) as i64;
+                    if let Some(et) = &mut self.event_time {
+                        et.apply(&mut record);
+                    }
+                    out.push(record);
+                }
+                Err(message) => {
+                    let path = self.files[i].path.clone();
+                    self.bad_records += 1;
+                    metrics::counter!("velo_source_bad_records_total", "source" => "file")
+                        .increment(1);
+                    match self.opts.errors {
+                        BadRecordPolicy::Fail => {
+                            self.pending_error =
+                                Some(Error::decode(location(&path, loc.start), message));
+                            return Ok(Some(loc.start));
+                        }
+                        BadRecordPolicy::Skip => {
+                            if self.bad_records == 1 || self.bad_records % self.opts.log_every == 0
+                            {
+                                tracing::warn!(
+                                    bad_records = self.bad_records,
+                                    "skipping bad record at {}: {message}",
+                                    location(&path, loc.start)
+                                );
+                            }
+                        }
+                        BadRecordPolicy::DeadLetter => {
+                            let raw = self.files[i].raw_bytes(loc.start.0, loc.end.0);
+                            let letter = DeadLetter {
+                                source: &path.display().to_string(),
+                                byte_offset: loc.start.0,
+                                line: loc.start.1 + 1,
+                                error: &message,
+                                raw: String::from_utf8_lossy(&raw)
+                                    .trim_end_matches(['\n', '\r'])
+                                    .to_owned(),
+                            };
+                            if let Some(d) = &mut self.dead_letters {
+                                d.write(&letter)?;
+                            }
+                        }
+                    }
+                }
+            }
+            self.files[i].advance_to(loc.end);
+        }
+        Ok(None)
+    }
+
+    fn position(&self) -> SourcePosition {
+        SourcePosition::new(self.files.iter().map(Tracked::source_offset).collect())
+    }
+
+    fn exhausted(&self) -> bool {
+        self.scanned && self.files.iter().all(|t| t.finished)
+    }
+}
+
+/// The first file the source covers, opened for its schema.
+pub(crate) fn first_file(opts: &Arc<FileSourceOptions>) -> Result<Tracked> {
+    let state = State::new(opts.clone())?;
+    let first = state.candidates()?.into_iter().next().ok_or_else(|| {
+        Error::io(
+            &opts.path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no file matches"),
+        )
+    })?;
+    Tracked::open(&first, opts, None)
+}
+
+fn is_hidden(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
+}
+
+/// Reads records from files. See the crate docs for modes and positions.
+#[derive(Debug)]
+pub struct FileReader {
+    /// `None` only while a blocking task owns it. The mutex makes the reader
+    /// `Sync` (a zstd decoder is not); `&mut self` paths never lock it.
+    state: std::sync::Mutex<Option<State>>,
+    opts: Arc<FileSourceOptions>,
+    /// Kept alive for its events.
+    _watcher: Option<ChangeWatcher>,
+    changed: Arc<Notify>,
+    woken: bool,
+    last_scan: Instant,
+    metrics: SourceMetrics,
+    checkpoint: Option<(FileCheckpointStore, String)>,
+    since_save: u64,
+    last_save: Instant,
+    delivered: u64,
+    uncommitted: u64,
+}
+
+impl FileReader {
+    pub(crate) fn new(opts: Arc<FileSourceOptions>) -> Result<Self> {
+        let state = State::new(opts.clone())?;
+        let watcher = match opts.mode {
+            Mode::Tail | Mode::DirectoryWatch => {
+                let (root, recursive) = watch_root(&opts.path);
+                Some(ChangeWatcher::new(&root, recursive))
+            }
+            _ => None,
+        };
+        let changed = watcher
+            .as_ref()
+            .map_or_else(|| Arc::new(Notify::new()), |w| w.changed.clone());
+        let checkpoint = opts
+            .checkpoint_dir
+            .as_ref()
+            .map(|dir| (FileCheckpointStore::new(dir), checkpoint_key(&opts.path)));
+        Ok(FileReader {
+            state: std::sync::Mutex::new(Some(state)),
+            opts,
+            _watcher: watcher,
+            changed,
+            woken: false,
+            last_scan: Instant::now(),
+            metrics: SourceMetrics::new("file"),
+            checkpoint,
+            since_save: 0,
+            last_save: Instant::now(),
+            delivered: 0,
+            uncommitted: 0,
+        })
+    }
+
+    /// Loads this source's own checkpoint, if it keeps one.
+    pub(crate) async fn load_checkpoint(&mut self) -> Result<()> {
+        if let Some((store, key)) = &self.checkpoint
+            && let Some(cp) = store.load(key).await?
+        {
+            tracing::info!(checkpoint = %store.path_of(key)?.display(), records = cp.records, "resuming from checkpoint");
+            self.delivered = cp.records;
+            self.restore(cp.position).await?;
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<&mut State> {
+        self.state
+            .get_mut()
+            .map_err(|_| Error::State("the file reader panicked earlier".into()))?
+            .as_mut()
+            .ok_or_else(|| {
+                Error::State("the file reader was interrupted in the middle of a read".into())
+            })
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T> {
+        let guard = self
+            .state
+            .lock()
+            .map_err(|_| Error::State("the file reader panicked earlier".into()))?;
+        guard.as_ref().map(f).ok_or_else(|| {
+            Error::State("the file reader was interrupted in the middle of a read".into())
+        })
+    }
+
+    async fn run_blocking<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut State) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let slot = self
+            .state
+            .get_mut()
+            .map_err(|_| Error::State("the file reader panicked earlier".into()))?;
+        let mut state = slot.take().ok_or_else(|| {
+            Error::State("the file reader was interrupted in the middle of a read".into())
+        })?;
+        let (state, result) = tokio::task::spawn_blocking(move || {
+            let r = f(&mut state);
+            (state, r)
+        })
+        .await
+        .map_err(|e| Error::State(format!("file read task failed: {e}")))?;
+        *self
+            .state
+            .get_mut()
+            .map_err(|_| Error::State("the file reader panicked earlier".into()))? = Some(state);
+        result
+    }
+
+    async fn save_checkpoint(&mut self) -> Result<()> {
+        let position = self.state()?.position();
+        if let Some((store, key)) = &self.checkpoint {
+            store
+                .save(
+                    key,
+                    &Checkpoint::new(self.opts.path.clone(), position, self.delivered),
+                )
+                .await?;
+        }
+        self.since_save = 0;
+        self.last_save = Instant::now();
+        Ok(())
+    }
+}
+
+/// The checkpoint key of a source path: readable, and unique per path.
+pub(crate) fn checkpoint_key(path: &str) -> String {
+    let name: String = Path::new(path)
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = name.trim_start_matches('.');
+    format!("file-{name}-{:08x}", crc32fast::hash(path.as_bytes()))
+}
+
+#[async_trait]
+impl DataReader for FileReader {
+    async fn read(&mut self) -> Result<Option<StreamRecord>> {
+        Ok(self.read_batch(1).await?.pop())
+    }
+
+    async fn read_batch(&mut self, max_size: usize) -> Result<Vec<StreamRecord>> {
+        let max = max_size.max(1);
+        let deadline = Instant::now() + self.opts.read_timeout;
+        let streaming = self.opts.mode.is_streaming();
+        loop {
+            let started = Instant::now();
+            let scan =
+                streaming && (self.woken || self.last_scan.elapsed() >= self.opts.poll_interval);
+            if scan {
+                self.woken = false;
+                self.last_scan = Instant::now();
+            }
+            let records = self.run_blocking(move |s| s.fill(max, scan)).await?;
+            if !records.is_empty() || !streaming {
+                self.metrics
+                    .record_batch(records.len(), 0, started.elapsed());
+                let lag = self.state()?.lag_bytes;
+                self.metrics.set_lag("0", Lag::Bytes(lag));
+                self.uncommitted += records.len() as u64;
+                return Ok(records);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(records);
+            }
+            let wait = self
+                .opts
+                .poll_interval
+                .min(deadline - now)
+                .max(Duration::from_millis(1));
+            tokio::select! {
+                _ = self.changed.notified() => self.woken = true,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        if let Some(d) = &mut self.state()?.dead_letters {
+            d.sync()?;
+        }
+        self.delivered += self.uncommitted;
+        self.since_save += self.uncommitted;
+        self.uncommitted = 0;
+        let exhausted = self.state()?.exhausted();
+        if self.checkpoint.is_some()
+            && (self.since_save >= self.opts.checkpoint_interval
+                || self.last_save.elapsed() >= self.opts.checkpoint_interval_time
+                || exhausted)
+        {
+            self.save_checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    async fn seek(&mut self, offset: SourceOffset) -> Result<()> {
+        let SourceOffset::File { ref path, .. } = offset else {
+            return Err(Error::Offset(format!(
+                "not a file offset: {}",
+                offset.describe()
+            )));
+        };
+        let mut position = self.state()?.position();
+        position
+            .offsets
+            .retain(|o| !matches!(o, SourceOffset::File { path: p, .. } if p == path));
+        position.offsets.push(offset);
+        self.restore(position).await
+    }
+
+    async fn has_more(&self) -> Result<bool> {
+        Ok(self.opts.mode.is_streaming() || !self.with_state(State::exhausted)?)
+    }
+
+    fn position(&self) -> Result<SourcePosition> {
+        self.with_state(State::position)
+    }
+
+    async fn restore(&mut self, position: SourcePosition) -> Result<()> {
+        let state = self.state()?;
+        state.files.clear();
+        state.scanned = false;
+        state.pending_error = None;
+        state.restore_from = Some(position);
+        // Open the files now, so that a bad position fails here and not at the first read.
+        self.run_blocking(|s| s.scan()).await
+    }
+
+    fn lag(&self) -> Option<Lag> {
+        self.with_state(|s| Lag::Bytes(s.lag_bytes)).ok()
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        if self.checkpoint.is_some() {
+            self.save_checkpoint().await?;
+        }
+        Ok(())
+    }
+}

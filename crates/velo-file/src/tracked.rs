@@ -1,0 +1,371 @@
+//! One file being read: its identity, decoder, buffer and position.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use velo_datasource_core::format::compression::Compression;
+use velo_datasource_core::format::{self, Decoder, Frame, Inferred};
+use velo_datasource_core::{Error, Result};
+
+use crate::fingerprint::Fingerprint;
+use crate::options::FileSourceOptions;
+
+/// Bytes read from a file at a time.
+const CHUNK: usize = 256 * 1024;
+/// Bytes sampled for schema inference.
+const SAMPLE: u64 = 1 << 20;
+
+enum Input {
+    Plain(File),
+    Compressed(Box<dyn Read + Send>),
+}
+
+/// A frame with the position just after it.
+#[derive(Debug)]
+pub(crate) struct Located {
+    pub(crate) frame: Frame,
+    /// Byte offset and line where the record starts.
+    pub(crate) start: (u64, u64),
+    /// Byte offset and line just after the record.
+    pub(crate) end: (u64, u64),
+}
+
+/// What reading a file found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Frames were produced (maybe fewer than asked).
+    Frames,
+    /// Nothing more for now: the end of what exists has been reached.
+    AtEnd,
+}
+
+pub(crate) struct Tracked {
+    /// Where the file was found (stale once it is rotated away).
+    pub(crate) path: PathBuf,
+    pub(crate) fingerprint: Fingerprint,
+    input: Input,
+    /// Compressed files are read once to their end and never grow.
+    pub(crate) compressed: bool,
+    decoder: Box<dyn Decoder>,
+    pub(crate) inferred: Inferred,
+    /// Next record to hand out.
+    pub(crate) offset: u64,
+    pub(crate) line: u64,
+    /// Bytes from `buf_base` on; `buf[decoded - buf_base..]` is not decoded yet.
+    buf: Vec<u8>,
+    buf_base: u64,
+    decoded: u64,
+    decoded_line: u64,
+    /// Input position of the end of `buf`.
+    read_pos: u64,
+    input_eof: bool,
+    /// The path now names another file (or none): read to the end, then drop.
+    pub(crate) rotated: bool,
+    /// Nothing more will come from this file.
+    pub(crate) finished: bool,
+}
+
+impl std::fmt::Debug for Tracked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracked")
+            .field("path", &self.path)
+            .field("fingerprint", &self.fingerprint.to_string())
+            .field("offset", &self.offset)
+            .field("rotated", &self.rotated)
+            .finish()
+    }
+}
+
+/// Opens `path` for reading, with errors that say what is wrong with it.
+pub(crate) fn open_file(path: &Path) -> Result<File> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(Error::invalid_value(
+                "path",
+                path.display().to_string(),
+                "is a directory: give a file, a glob such as dir/*.csv, or mode=directory_watch",
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(Error::io(path, e)),
+    }
+    File::open(path).map_err(|e| Error::io(path, e))
+}
+
+impl Tracked {
+    /// Opens `path` at `at` (byte offset and line of a record start; `None`: the first record).
+    pub(crate) fn open(
+        path: &Path,
+        opts: &FileSourceOptions,
+        at: Option<(u64, u64)>,
+    ) -> Result<Self> {
+        let mut file = open_file(path)?;
+        let fingerprint =
+            Fingerprint::of(&mut file, opts.fingerprint_bytes).map_err(|e| Error::io(path, e))?;
+        Self::from_file(path, file, fingerprint, opts, at)
+    }
+
+    fn from_file(
+        path: &Path,
+        mut file: File,
+        fingerprint: Fingerprint,
+        opts: &FileSourceOptions,
+        at: Option<(u64, u64)>,
+    ) -> Result<Self> {
+        let compression = opts
+            .compression
+            .unwrap_or_else(|| Compression::from_path(path));
+        // Sample the start for the schema (and the CSV header's length).
+        let (sample, sample_eof) = {
+            let mut sample = Vec::new();
+            let reader = compression.reader(file.try_clone().map_err(|e| Error::io(path, e))?)?;
+            let mut src = reader.take(SAMPLE);
+            src.read_to_end(&mut sample)
+                .map_err(|e| Error::io(path, e))?;
+            let eof = (sample.len() as u64) < SAMPLE;
+            (sample, eof)
+        };
+        let inferred = format::infer(&opts.format, &sample, sample_eof).map_err(|e| match e {
+            Error::Schema(m) => Error::decode(format!("{}, byte 0", path.display()), m),
+            other => other,
+        })?;
+        let header_len = inferred.header_len as u64;
+        let (offset, line) = match at {
+            Some((o, l)) if o >= header_len => (o, l),
+            _ => (header_len, count_lines(&sample[..inferred.header_len])),
+        };
+        let input = if compression == Compression::None {
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| Error::io(path, e))?;
+            Input::Plain(file)
+        } else {
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| Error::io(path, e))?;
+            let mut reader = compression.reader(file)?;
+            let skipped = io::copy(&mut reader.by_ref().take(offset), &mut io::sink())
+                .map_err(|e| Error::io(path, e))?;
+            if skipped < offset {
+                return Err(Error::Offset(format!(
+                    "{} has {skipped} bytes after decompression, less than the saved offset {offset}",
+                    path.display()
+                )));
+            }
+            Input::Compressed(reader)
+        };
+        let decoder = format::decoder(&opts.format, &inferred, offset)?;
+        Ok(Tracked {
+            path: path.to_owned(),
+            fingerprint,
+            compressed: compression != Compression::None,
+            input,
+            decoder,
+            inferred,
+            offset,
+            line,
+            buf: Vec::new(),
+            buf_base: offset,
+            decoded: offset,
+            decoded_line: line,
+            read_pos: offset,
+            input_eof: false,
+            rotated: false,
+            finished: false,
+        })
+    }
+
+    /// Where this file is, as a checkpoint entry.
+    pub(crate) fn source_offset(&self) -> velo_datasource_core::SourceOffset {
+        velo_datasource_core::SourceOffset::File {
+            path: self.path.display().to_string(),
+            byte_offset: self.offset,
+            line_number: self.line,
+            fingerprint: Some(self.fingerprint.to_string()),
+        }
+    }
+
+    /// Decodes up to `max` frames. `final_eof`: a trailing record without a
+    /// terminator is complete once the input ends (bounded reads, rotated files).
+    ///
+    /// The caller hands out the frames' records in order and then calls
+    /// [`consume_all`](Self::consume_all), or stops at one and calls
+    /// [`rewind_to`](Self::rewind_to) with its start.
+    pub(crate) fn next_frames(
+        &mut self,
+        max: usize,
+        final_eof: bool,
+        out: &mut Vec<Located>,
+    ) -> Result<Status> {
+        debug_assert_eq!(self.decoded, self.offset, "frames were left unconsumed");
+        let mut frames = Vec::new();
+        loop {
+            let start = (self.decoded - self.buf_base) as usize;
+            let eof = final_eof && self.input_eof;
+            let avail = &self.buf[start..];
+            let used = self.decoder.decode(avail, eof, max, &mut frames);
+            let produced = !frames.is_empty();
+            let mut pos = (self.decoded, self.decoded_line);
+            for frame in frames.drain(..) {
+                let begin = pos;
+                pos = (pos.0 + frame.len as u64, pos.1 + frame.lines);
+                out.push(Located {
+                    frame,
+                    start: begin,
+                    end: pos,
+                });
+            }
+            // Bytes after the last frame: blank lines, a closing bracket.
+            let after = (pos.0 - self.decoded) as usize;
+            self.decoded_line = pos.1 + count_lines(&avail[after..used]);
+            self.decoded += used as u64;
+            if produced {
+                return Ok(Status::Frames);
+            }
+            if used > 0 {
+                self.consume_all();
+                continue;
+            }
+            if self.input_eof {
+                self.compact();
+                return Ok(Status::AtEnd);
+            }
+            self.read_more()?;
+        }
+    }
+
+    /// The input bytes in `[start, end)` (a frame just decoded), for dead letters.
+    pub(crate) fn raw_bytes(&self, start: u64, end: u64) -> Vec<u8> {
+        let a = start.saturating_sub(self.buf_base) as usize;
+        let b = (end.saturating_sub(self.buf_base) as usize).min(self.buf.len());
+        let raw = self.buf.get(a..b).unwrap_or_default();
+        let skip = raw.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        raw[skip..].to_vec()
+    }
+
+    /// Records up to `pos` (a frame's end) were handed out.
+    pub(crate) fn advance_to(&mut self, pos: (u64, u64)) {
+        self.offset = pos.0;
+        self.line = pos.1;
+    }
+
+    /// Every decoded frame was handed out.
+    pub(crate) fn consume_all(&mut self) {
+        self.offset = self.decoded;
+        self.line = self.decoded_line;
+    }
+
+    /// Hands out frames up to `pos` (a frame's start) and forgets the rest:
+    /// the next read decodes from `pos` again, with a fresh decoder.
+    pub(crate) fn rewind_to(&mut self, pos: (u64, u64), opts: &FileSourceOptions) -> Result<()> {
+        self.offset = pos.0;
+        self.line = pos.1;
+        self.decoded = pos.0;
+        self.decoded_line = pos.1;
+        self.decoder = format::decoder(&opts.format, &self.inferred, pos.0)?;
+        Ok(())
+    }
+
+    fn read_more(&mut self) -> Result<()> {
+        self.compact();
+        let len = self.buf.len();
+        self.buf.resize(len + CHUNK, 0);
+        let n = match &mut self.input {
+            Input::Plain(f) => f.read(&mut self.buf[len..]),
+            Input::Compressed(r) => r.read(&mut self.buf[len..]),
+        };
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                self.buf.truncate(len);
+                return Err(Error::io(&self.path, e));
+            }
+        };
+        self.buf.truncate(len + n);
+        self.read_pos += n as u64;
+        self.input_eof = n == 0;
+        Ok(())
+    }
+
+    /// Drops handed-out bytes from the front of the buffer.
+    fn compact(&mut self) {
+        let keep_from = (self.offset.min(self.decoded) - self.buf_base) as usize;
+        if keep_from > 0 && (keep_from >= self.buf.len() / 2 || keep_from > 4 * CHUNK) {
+            self.buf.drain(..keep_from);
+            self.buf_base += keep_from as u64;
+        }
+        if self.buf.capacity() > 8 * CHUNK && self.buf.len() < CHUNK {
+            self.buf.shrink_to(2 * CHUNK);
+        }
+    }
+
+    /// After reaching the end: lets the next read try the file again (it may have grown).
+    pub(crate) fn retry_at_end(&mut self) {
+        if !self.compressed {
+            self.input_eof = false;
+        }
+    }
+
+    /// Bytes in the file not yet handed out.
+    pub(crate) fn remaining(&mut self) -> u64 {
+        match &self.input {
+            Input::Plain(f) => f
+                .metadata()
+                .map(|m| m.len().saturating_sub(self.offset))
+                .unwrap_or(0),
+            Input::Compressed(_) => 0,
+        }
+    }
+
+    /// The current length of the open file (plain files only).
+    pub(crate) fn open_len(&self) -> Option<u64> {
+        match &self.input {
+            Input::Plain(f) => f.metadata().ok().map(|m| m.len()),
+            Input::Compressed(_) => None,
+        }
+    }
+
+    /// Bytes read past the handed-out position (for truncation checks).
+    pub(crate) fn read_pos(&self) -> u64 {
+        self.read_pos
+    }
+
+    /// Starts this file over from its first record (it was truncated or rewritten in place).
+    pub(crate) fn restart(&mut self, opts: &FileSourceOptions) -> Result<()> {
+        let path = self.path.clone();
+        let Input::Plain(f) = &self.input else {
+            return Err(Error::State("a compressed file cannot restart".into()));
+        };
+        let mut file = f.try_clone().map_err(|e| Error::io(&path, e))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(&path, e))?;
+        let fingerprint =
+            Fingerprint::of(&mut file, opts.fingerprint_bytes).map_err(|e| Error::io(&path, e))?;
+        *self = Self::from_file(&path, file, fingerprint, opts, None)?;
+        Ok(())
+    }
+
+    /// Takes a fuller fingerprint once the file has grown past a short one.
+    pub(crate) fn refresh_fingerprint(&mut self, window: u64) {
+        if self.fingerprint.covered < window
+            && let Input::Plain(f) = &mut self.input
+            && let Ok(fp) = Fingerprint::of(f, window)
+            && fp.covered > self.fingerprint.covered
+            && fp.dev == self.fingerprint.dev
+            && fp.ino == self.fingerprint.ino
+        {
+            self.fingerprint = fp;
+        }
+    }
+
+    pub(crate) fn header_len(&self) -> u64 {
+        self.inferred.header_len as u64
+    }
+
+    pub(crate) fn decoder_schema(&self) -> std::sync::Arc<velo_datasource_core::Schema> {
+        self.decoder.schema()
+    }
+}
+
+fn count_lines(bytes: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', bytes).count() as u64
+}

@@ -1,0 +1,65 @@
+//! Helpers shared by the file connector's tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use velo_datasource_core::{
+    DataReader, DataSink, DataSource, DataSourceRegistry, Result, StreamRecord,
+};
+
+pub fn uri(path: &Path, params: &str) -> String {
+    if params.is_empty() {
+        format!("file://{}", path.display())
+    } else {
+        format!("file://{}?{params}", path.display())
+    }
+}
+
+pub async fn source(uri: &str) -> Result<Box<dyn DataSource>> {
+    DataSourceRegistry::with_plugins().create_source(uri).await
+}
+
+pub async fn sink(uri: &str) -> Result<Box<dyn DataSink>> {
+    DataSourceRegistry::with_plugins().create_sink(uri).await
+}
+
+/// Reads a bounded source to its end.
+pub async fn read_all(reader: &mut dyn DataReader) -> Result<Vec<StreamRecord>> {
+    let mut out = Vec::new();
+    loop {
+        let batch = reader.read_batch(1000).await?;
+        out.extend(batch);
+        if !reader.has_more().await? {
+            return Ok(out);
+        }
+    }
+}
+
+/// Reads a streaming source until `pred` holds or `timeout` passes.
+pub async fn read_until(
+    reader: &mut dyn DataReader,
+    out: &mut Vec<StreamRecord>,
+    timeout: Duration,
+    pred: impl Fn(&[StreamRecord]) -> bool,
+) -> Result<bool> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if pred(out) {
+            return Ok(true);
+        }
+        out.extend(reader.read_batch(1000).await?);
+    }
+    Ok(pred(out))
+}
+
+pub fn ints(records: &[StreamRecord], field: &str) -> Vec<i64> {
+    records
+        .iter()
+        .map(|r| {
+            r.get(field)
+                .and_then(|v| v.as_i64())
+                .expect("integer field")
+        })
+        .collect()
+}

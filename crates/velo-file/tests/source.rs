@@ -1,0 +1,422 @@
+//! The file source against real files.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+use velo_datasource_core::{DataType, Error};
+use velo_file as _;
+
+#[tokio::test]
+async fn csv_typed_records_and_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trades.csv");
+    std::fs::write(
+        &path,
+        "symbol,price,qty,at\nAAPL,189.5,10,2024-01-15T10:30:00Z\nMSFT,,5,2024-01-15T10:31:00Z\n",
+    )
+    .unwrap();
+    let src = source(&uri(&path, "event.time.field=at")).await.unwrap();
+    let schema = src.fetch_schema().await.unwrap();
+    let types: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type.clone())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            DataType::String,
+            DataType::Float,
+            DataType::Integer,
+            DataType::Timestamp
+        ]
+    );
+    assert!(schema.field("price").unwrap().nullable);
+    let mut reader = src.create_reader().await.unwrap();
+    let records = read_all(reader.as_mut()).await.unwrap();
+    assert_eq!(records.len(), 2);
+    assert!(records[1].get("price").unwrap().is_null());
+    assert_eq!(
+        records[0].event_time.unwrap().to_rfc3339(),
+        "2024-01-15T10:30:00+00:00"
+    );
+    assert_eq!(records[1].offset, 3, "line number of the record");
+    assert!(!reader.has_more().await.unwrap());
+}
+
+#[tokio::test]
+async fn jsonl_and_json_array_and_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = dir.path().join("a.jsonl");
+    std::fs::write(&lines, "{\"id\":1,\"s\":\"x\"}\n\n{\"id\":2,\"s\":null}\n").unwrap();
+    let array = dir.path().join("a.json");
+    std::fs::write(
+        &array,
+        "[{\"id\":1,\"s\":\"x\"},\n {\"id\":2,\"s\":null}]\n",
+    )
+    .unwrap();
+    let gz = dir.path().join("b.jsonl.gz");
+    let mut enc = velo_datasource_core::format::compression::Compression::Gzip
+        .writer(Vec::new())
+        .unwrap();
+    enc.write_all(&std::fs::read(&lines).unwrap()).unwrap();
+    std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+    for (p, params) in [(&lines, ""), (&array, "format=json_array"), (&gz, "")] {
+        let mut r = source(&uri(p, params))
+            .await
+            .unwrap()
+            .create_reader()
+            .await
+            .unwrap();
+        let recs = read_all(r.as_mut()).await.unwrap();
+        assert_eq!(ints(&recs, "id"), [1, 2], "{}", p.display());
+        assert!(recs[1].get("s").unwrap().is_null());
+    }
+}
+
+#[tokio::test]
+async fn restart_from_own_checkpoint_delivers_the_rest_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.csv");
+    let mut body = String::from("n\n");
+    for i in 0..5000 {
+        body.push_str(&format!("{i}\n"));
+    }
+    std::fs::write(&path, body).unwrap();
+    let cp = dir.path().join("cp");
+    let u = uri(
+        &path,
+        &format!("checkpoint_dir={}&checkpoint_interval=1", cp.display()),
+    );
+    let mut first = source(&u).await.unwrap().create_reader().await.unwrap();
+    let mut got = first.read_batch(1200).await.unwrap();
+    got.extend(first.read_batch(1300).await.unwrap());
+    first.commit().await.unwrap();
+    // Read more but never commit it: it must come again.
+    let _lost = first.read_batch(100).await.unwrap();
+    drop(first);
+    let mut second = source(&u).await.unwrap().create_reader().await.unwrap();
+    got.extend(read_all(second.as_mut()).await.unwrap());
+    second.commit().await.unwrap();
+    assert_eq!(ints(&got, "n"), (0..5000).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn position_restore_and_seek() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.jsonl");
+    let body: String = (0..100).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    std::fs::write(&path, body).unwrap();
+    let src = source(&uri(&path, "")).await.unwrap();
+    let mut r = src.create_reader().await.unwrap();
+    let first = r.read_batch(30).await.unwrap();
+    let pos = r.position().unwrap();
+    let mut r2 = src.create_reader().await.unwrap();
+    r2.restore(pos.clone()).await.unwrap();
+    let rest = read_all(r2.as_mut()).await.unwrap();
+    assert_eq!(ints(&first, "n"), (0..30).collect::<Vec<_>>());
+    assert_eq!(ints(&rest, "n"), (30..100).collect::<Vec<_>>());
+    // Seek back to the saved offset on the same reader.
+    r2.seek(pos.offsets[0].clone()).await.unwrap();
+    assert_eq!(
+        ints(&r2.read_batch(5).await.unwrap(), "n"),
+        [30, 31, 32, 33, 34]
+    );
+    let bad = r2
+        .seek(velo_datasource_core::SourceOffset::Kafka {
+            topic: "t".into(),
+            partition: 0,
+            offset: 1,
+        })
+        .await;
+    assert!(matches!(bad, Err(Error::Offset(_))));
+}
+
+#[tokio::test]
+async fn clear_errors_for_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.csv");
+    let e = source(&uri(&missing, "")).await.err().unwrap().to_string();
+    assert!(e.contains("nope.csv") && e.contains("No such file"), "{e}");
+    // A directory where one file is needed.
+    std::fs::create_dir(dir.path().join("d.csv")).unwrap();
+    let e = source(&uri(&dir.path().join("d.csv"), "mode=tail"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("is a directory") && e.contains("directory_watch"),
+        "{e}"
+    );
+    // A directory is a bounded source of its files, so an empty one has nothing to read.
+    let mut r = source(&uri(&dir.path().join("d.csv"), ""))
+        .await
+        .unwrap()
+        .create_reader()
+        .await
+        .unwrap();
+    let e = r.read_batch(10).await.unwrap_err().to_string();
+    assert!(e.contains("d.csv") && e.contains("no file matches"), "{e}");
+    let ok = dir.path().join("ok.csv");
+    std::fs::write(&ok, "a\n1\n").unwrap();
+    let e = source(&uri(&ok, "delimiter=ab"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("`delimiter`") && e.contains("one ASCII character"),
+        "{e}"
+    );
+    // Unreadable file: root reads anything, so this only means something for other users.
+    let locked = dir.path().join("locked.csv");
+    std::fs::write(&locked, "a\n1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::File::open(&locked).is_err() {
+        let e = source(&uri(&locked, "")).await.err().unwrap().to_string();
+        assert!(e.contains("locked.csv") && e.contains("ermission"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn corrupt_checkpoint_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.csv");
+    std::fs::write(&path, "a\n1\n").unwrap();
+    let cp = dir.path().join("cp");
+    let u = uri(&path, &format!("checkpoint_dir={}", cp.display()));
+    let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
+    read_all(r.as_mut()).await.unwrap();
+    r.commit().await.unwrap();
+    let file = std::fs::read_dir(&cp)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&file, b"{\"version\":\"1\",\"posi").unwrap();
+    let e = source(&u)
+        .await
+        .unwrap()
+        .create_reader()
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains(&file.display().to_string()) && e.contains("corrupt"),
+        "{e}"
+    );
+}
+
+const MALFORMED: &str = "id,v\n1,a\nx,b\n3,c\n4,d,extra\n5,e\n";
+
+#[tokio::test]
+async fn bad_records_fail_skip_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.csv");
+    std::fs::write(&path, MALFORMED).unwrap();
+    // The schema comes from a clean sample, so the bad rows are bad.
+    let schema = "schema=id:integer,v:string";
+
+    // fail: the good record before the bad one is delivered, then the error names the place.
+    let mut r = source(&uri(&path, schema))
+        .await
+        .unwrap()
+        .create_reader()
+        .await
+        .unwrap();
+    let first = r.read_batch(10).await.unwrap();
+    assert_eq!(ints(&first, "id"), [1]);
+    let e = r.read_batch(10).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("m.csv, byte 9 (line 3)") && msg.contains("cannot read `x` as INTEGER"),
+        "{msg}"
+    );
+    // The position still points at the bad record: nothing accepted is lost.
+    assert!(matches!(
+        &r.position().unwrap().offsets[0],
+        velo_datasource_core::SourceOffset::File { byte_offset: 9, .. }
+    ));
+
+    // skip
+    let mut r = source(&uri(&path, &format!("{schema}&errors=skip")))
+        .await
+        .unwrap()
+        .create_reader()
+        .await
+        .unwrap();
+    assert_eq!(ints(&read_all(r.as_mut()).await.unwrap(), "id"), [1, 3, 5]);
+
+    // dead_letter
+    let dlq = dir.path().join("dlq.jsonl");
+    let mut r = source(&uri(
+        &path,
+        &format!(
+            "{schema}&errors=dead_letter&errors.dead_letter={}",
+            dlq.display()
+        ),
+    ))
+    .await
+    .unwrap()
+    .create_reader()
+    .await
+    .unwrap();
+    assert_eq!(ints(&read_all(r.as_mut()).await.unwrap(), "id"), [1, 3, 5]);
+    r.commit().await.unwrap();
+    let letters: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0]["raw"], "x,b");
+    assert_eq!(letters[0]["line"], 3);
+    assert_eq!(letters[0]["byte_offset"], 9);
+    assert_eq!(letters[1]["raw"], "4,d,extra");
+    assert!(
+        letters[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected 2 fields, found 3")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_sees_appends_from_another_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.jsonl");
+    std::fs::write(&path, "{\"n\":0}\n").unwrap();
+    let mut r = source(&uri(&path, "mode=tail&read_timeout=200ms"))
+        .await
+        .unwrap()
+        .create_reader()
+        .await
+        .unwrap();
+    let writer_path = path.clone();
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&writer_path)
+            .unwrap();
+        for n in 1..50 {
+            // Half lines too: the reader must wait for the rest.
+            write!(f, "{{\"n\":").unwrap();
+            f.flush().unwrap();
+            writeln!(f, "{n}}}").unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let mut got = Vec::new();
+    let done = read_until(r.as_mut(), &mut got, Duration::from_secs(20), |g| {
+        g.len() >= 50
+    })
+    .await
+    .unwrap();
+    writer.join().unwrap();
+    assert!(done, "got {} records", got.len());
+    assert_eq!(ints(&got, "n"), (0..50).collect::<Vec<_>>());
+    assert!(r.has_more().await.unwrap());
+    // Nothing new: an empty batch within the read timeout, not a hang.
+    let started = std::time::Instant::now();
+    assert!(r.read_batch(10).await.unwrap().is_empty());
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_watch_picks_up_new_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.jsonl"), "{\"n\":1}\n").unwrap();
+    let glob = dir.path().join("*.jsonl");
+    let mut r = source(&format!(
+        "file://{}?mode=directory_watch&read_timeout=200ms",
+        glob.display()
+    ))
+    .await
+    .unwrap()
+    .create_reader()
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    assert!(
+        read_until(r.as_mut(), &mut got, Duration::from_secs(10), |g| g.len()
+            == 1)
+        .await
+        .unwrap()
+    );
+    std::fs::write(dir.path().join("b.jsonl"), "{\"n\":2}\n{\"n\":3}\n").unwrap();
+    std::fs::write(dir.path().join("ignored.txt"), "x\n").unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("a.jsonl"))
+        .unwrap();
+    writeln!(f, "{{\"n\":4}}").unwrap();
+    assert!(
+        read_until(r.as_mut(), &mut got, Duration::from_secs(10), |g| g.len()
+            == 4)
+        .await
+        .unwrap()
+    );
+    let mut ns = ints(&got, "n");
+    ns.sort();
+    assert_eq!(ns, [1, 2, 3, 4]);
+    // The position covers both files.
+    assert_eq!(r.position().unwrap().offsets.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_file_starts_over_renamed_file_keeps_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.log");
+    std::fs::write(&path, "{\"n\":1}\n{\"n\":2}\n").unwrap();
+    let u = uri(
+        &path,
+        "format=jsonl&mode=tail&read_timeout=100ms&rotation_pattern=app.log.*",
+    );
+    let src = source(&u).await.unwrap();
+    let mut r = src.create_reader().await.unwrap();
+    let mut got = Vec::new();
+    read_until(r.as_mut(), &mut got, Duration::from_secs(5), |g| {
+        g.len() == 2
+    })
+    .await
+    .unwrap();
+    let pos = r.position().unwrap();
+    drop(r);
+    // Rotated while we were down: the checkpointed file is now app.log.1 with more lines.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    writeln!(f, "{{\"n\":3}}").unwrap();
+    std::fs::rename(&path, dir.path().join("app.log.1")).unwrap();
+    std::fs::write(&path, "{\"n\":4}\n").unwrap();
+    let mut r = src.create_reader().await.unwrap();
+    r.restore(pos).await.unwrap();
+    read_until(r.as_mut(), &mut got, Duration::from_secs(5), |g| {
+        g.len() == 4
+    })
+    .await
+    .unwrap();
+    assert_eq!(ints(&got, "n"), [1, 2, 3, 4]);
+    // Replaced while we were down, without a rotated copy: the new file from its start.
+    let pos = r.position().unwrap();
+    drop(r);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, "{\"n\":10}\n{\"n\":11}\n").unwrap();
+    let mut r = src.create_reader().await.unwrap();
+    r.restore(pos).await.unwrap();
+    let mut again = Vec::new();
+    read_until(r.as_mut(), &mut again, Duration::from_secs(5), |g| {
+        g.len() == 2
+    })
+    .await
+    .unwrap();
+    assert_eq!(ints(&again, "n"), [10, 11]);
+}

@@ -267,9 +267,41 @@ impl State {
         })
     }
 
+    /// Rotated files next to `path` written after `rotated`, oldest first.
+    fn rotated_after(&self, path: &Path, rotated: &Path) -> Vec<PathBuf> {
+        let (Some(pattern), Ok(since)) = (
+            &self.opts.rotation_pattern,
+            std::fs::metadata(rotated).and_then(|m| m.modified()),
+        ) else {
+            return Vec::new();
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut newer: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p != path
+                    && p != rotated
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| pattern.matches(n))
+            })
+            .filter_map(|p| Some((std::fs::metadata(&p).and_then(|m| m.modified()).ok()?, p)))
+            .filter(|(t, _)| *t > since)
+            .collect();
+        newer.sort();
+        newer.into_iter().map(|(_, p)| p).collect()
+    }
+
     /// Re-opens every file of a saved position where it was.
     fn apply_position(&mut self, position: SourcePosition) -> Result<()> {
         self.files.clear();
+        let mut newest_rotated: Option<(PathBuf, PathBuf)> = None;
         for offset in position.offsets {
             let SourceOffset::File {
                 path,
@@ -307,6 +339,7 @@ impl State {
                     let mut t = Tracked::open(&rotated, &self.opts, at)?;
                     t.rotated = true;
                     self.files.push(t);
+                    newest_rotated = Some((p.clone(), rotated));
                 }
                 None => tracing::warn!(
                     path = %path,
@@ -314,6 +347,26 @@ impl State {
                     "the checkpointed file was replaced or removed and no rotated file matches rotation_pattern; \
                      records after this offset in the old file cannot be read, the file now at this path is read from the start"
                 ),
+            }
+        }
+        // Files rotated after the checkpointed ones while the reader was down
+        // come next, oldest first; files already tracked are known by inode.
+        if let Some((path, rotated)) = newest_rotated {
+            for newer in self.rotated_after(&path, &rotated) {
+                let Ok(f) = std::fs::File::open(&newer) else {
+                    continue;
+                };
+                if self
+                    .files
+                    .iter()
+                    .any(|t| t.fingerprint.same_inode(&f).unwrap_or(false))
+                {
+                    continue;
+                }
+                tracing::info!(file = %newer.display(), "reading a file rotated while the reader was down");
+                let mut t = Tracked::open(&newer, &self.opts, None)?;
+                t.rotated = true;
+                self.files.push(t);
             }
         }
         Ok(())
@@ -340,6 +393,10 @@ impl State {
                 !self.opts.mode.is_streaming() || self.files[i].rotated || self.files[i].compressed;
             located.clear();
             match self.files[i].next_frames(max - out.len(), final_eof, &mut located)? {
+                Status::Changed => {
+                    self.handle_truncation(i)?;
+                    continue;
+                }
                 Status::AtEnd => {
                     let t = &mut self.files[i];
                     if final_eof {

@@ -38,6 +38,9 @@ pub(crate) enum Status {
     Frames,
     /// Nothing more for now: the end of what exists has been reached.
     AtEnd,
+    /// The file shrank or its first bytes changed (copytruncate, rewrite):
+    /// nothing was read from it; it must be handled before reading again.
+    Changed,
 }
 
 pub(crate) struct Tracked {
@@ -60,6 +63,8 @@ pub(crate) struct Tracked {
     /// Input position of the end of `buf`.
     read_pos: u64,
     input_eof: bool,
+    /// The end was reached before: check the file is still the same before reading on.
+    recheck: bool,
     /// The path now names another file (or none): read to the end, then drop.
     pub(crate) rotated: bool,
     /// Nothing more will come from this file.
@@ -169,6 +174,7 @@ impl Tracked {
             decoded_line: line,
             read_pos: offset,
             input_eof: false,
+            recheck: false,
             rotated: false,
             finished: false,
         })
@@ -229,8 +235,31 @@ impl Tracked {
                 self.compact();
                 return Ok(Status::AtEnd);
             }
+            if self.recheck {
+                self.recheck = false;
+                if self.changed_under_us()? {
+                    return Ok(Status::Changed);
+                }
+            }
             self.read_more()?;
         }
+    }
+
+    /// Whether the open file shrank below what was read or no longer starts
+    /// with the bytes it was fingerprinted by. Reading on would return the
+    /// middle of other content.
+    fn changed_under_us(&mut self) -> Result<bool> {
+        let Input::Plain(f) = &mut self.input else {
+            return Ok(false);
+        };
+        let len = f.metadata().map_err(|e| Error::io(&self.path, e))?.len();
+        if len < self.read_pos {
+            return Ok(true);
+        }
+        Ok(!self
+            .fingerprint
+            .content_matches(f)
+            .map_err(|e| Error::io(&self.path, e))?)
     }
 
     /// The input bytes in `[start, end)` (a frame just decoded), for dead letters.
@@ -302,6 +331,7 @@ impl Tracked {
     pub(crate) fn retry_at_end(&mut self) {
         if !self.compressed {
             self.input_eof = false;
+            self.recheck = true;
         }
     }
 

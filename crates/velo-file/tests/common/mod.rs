@@ -8,7 +8,16 @@ use velo_datasource_core::{
     DataReader, DataSink, DataSource, DataSourceRegistry, Result, StreamRecord,
 };
 
+/// Log lines go to the test output when `RUST_LOG` is set.
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 pub fn uri(path: &Path, params: &str) -> String {
+    init_logs();
     if params.is_empty() {
         format!("file://{}", path.display())
     } else {

@@ -302,7 +302,7 @@ impl EventTimeExtractor {
                 record.event_time = None;
                 self.failures += 1;
                 metrics::counter!("velo_event_time_errors_total").increment(1);
-                if self.failures == 1 || self.failures % self.log_every == 0 {
+                if self.failures == 1 || self.failures.is_multiple_of(self.log_every) {
                     tracing::warn!(
                         field = %self.config.field_name,
                         offset = record.offset,

@@ -173,7 +173,7 @@ async fn copytruncate_never_duplicates() {
     let lost = total as usize - ns.len();
     // copytruncate loses what is written between the copy and the truncate;
     // the reader must not lose more than a small window per rotation.
-    println!(
+    eprintln!(
         "copytruncate: {} of {total} lines read, {lost} lost over 10 rotations",
         ns.len()
     );

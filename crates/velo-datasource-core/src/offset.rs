@@ -75,6 +75,9 @@ pub enum DatabaseCursor {
 
 impl SourceOffset {
     /// A short human form: `orders/3@42`, `app.log@1024 (line 17)`, `LSN 0/16B3748`.
+    ///
+    /// For files the line is 1-based: the line the next record starts on, as
+    /// editors and error messages count.
     pub fn describe(&self) -> String {
         match self {
             SourceOffset::Kafka {
@@ -87,7 +90,7 @@ impl SourceOffset {
                 byte_offset,
                 line_number,
                 ..
-            } => format!("{path}@{byte_offset} (line {line_number})"),
+            } => format!("{path}@{byte_offset} (line {})", line_number + 1),
             SourceOffset::S3 {
                 bucket,
                 key,

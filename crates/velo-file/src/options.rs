@@ -266,8 +266,10 @@ pub struct FileSinkOptions {
     pub roll_records: Option<u64>,
     /// Start a new part after this long.
     pub roll_interval: Option<Duration>,
-    /// Continue an existing output file instead of replacing it.
-    pub append: bool,
+    /// `Some(true)`: continue the existing output (a resumed pipeline).
+    /// `Some(false)`: start afresh, discarding an interrupted part.
+    /// `None`: recover an interrupted part, otherwise start afresh.
+    pub append: Option<bool>,
 }
 
 impl FileSinkOptions {
@@ -313,7 +315,7 @@ impl FileSinkOptions {
                 .transpose()?,
             roll_records: p.get_parsed::<u64>("roll.records")?.map(|n| n.max(1)),
             roll_interval: p.get_duration("roll.interval")?,
-            append: p.get_bool("append")?.unwrap_or(false),
+            append: p.get_bool("append")?,
         })
     }
 

@@ -458,7 +458,8 @@ impl State {
                             return Ok(Some(loc.start));
                         }
                         BadRecordPolicy::Skip => {
-                            if self.bad_records == 1 || self.bad_records.is_multiple_of(self.opts.log_every)
+                            if self.bad_records == 1
+                                || self.bad_records.is_multiple_of(self.opts.log_every)
                             {
                                 tracing::warn!(
                                     bad_records = self.bad_records,

@@ -9,8 +9,9 @@
 //! one gzip member or zstd frame per flush, so every committed length is a
 //! valid end of stream.
 //!
-//! Without rolling, a run whose state file says it wrote the target before
-//! (a resumed pipeline), or `append=true`, continues the existing file.
+//! `append=true` (set by runners for a resumed pipeline) continues the
+//! existing output; `append=false` (a fresh run) discards an interrupted
+//! part; unset, an interrupted part is recovered and finished output replaced.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -165,7 +166,6 @@ impl FileWriter {
     fn open(opts: Arc<FileSinkOptions>) -> Result<Self> {
         let encoder = format::encoder(&opts.format)?;
         let state_path = hidden_sibling(&opts.path, "velo-sink.json");
-        let had_state = state_path.exists();
         let state: SinkState = match std::fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
                 path: state_path.clone(),
@@ -186,12 +186,22 @@ impl FileWriter {
             state_path,
             metrics: SinkMetrics::new("file"),
         };
-        writer.recover(had_state)?;
+        writer.recover()?;
         Ok(writer)
     }
 
-    /// Picks up an interrupted part, or an earlier run's single output file.
-    fn recover(&mut self, had_state: bool) -> Result<()> {
+    /// Picks up an interrupted part, or an earlier run's output (see `append`).
+    fn recover(&mut self) -> Result<()> {
+        if self.opts.append == Some(false) {
+            if let Some(ps) = self.state.part.take() {
+                let tmp = hidden_sibling(&ps.final_path, "inprogress");
+                if tmp.exists() {
+                    tracing::info!(part = %tmp.display(), "discarding an interrupted output part: this run starts afresh");
+                    std::fs::remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
+                }
+            }
+            return Ok(());
+        }
         if let Some(ps) = self.state.part.clone() {
             let tmp = hidden_sibling(&ps.final_path, "inprogress");
             if tmp.exists() {
@@ -215,7 +225,7 @@ impl FileWriter {
             self.state.part = None;
         }
         let target = &self.opts.path;
-        if !self.opts.rolls() && target.exists() && (had_state || self.opts.append) {
+        if !self.opts.rolls() && target.exists() && self.opts.append == Some(true) {
             let tmp = hidden_sibling(target, "inprogress");
             std::fs::rename(target, &tmp).map_err(|e| Error::io(target, e))?;
             let mut file = OpenOptions::new()

@@ -30,7 +30,10 @@ async fn write_file(uri: &str, records: &[StreamRecord]) {
 }
 
 fn by_name(records: &[StreamRecord]) -> Vec<Vec<(String, FieldValue)>> {
-    records.iter().map(|r| r.fields().map(|(k, v)| (k.to_owned(), v.clone())).collect()).collect()
+    records
+        .iter()
+        .map(|r| r.fields().map(|(k, v)| (k.to_owned(), v.clone())).collect())
+        .collect()
 }
 
 #[tokio::test]
@@ -40,10 +43,16 @@ async fn csv_to_jsonl_to_csv_keeps_every_value() {
     std::fs::write(&csv_in, TRICKY).unwrap();
     let original = read_file(&uri(&csv_in, "")).await;
     assert_eq!(original.len(), 4);
-    assert_eq!(original[1].get("note"), Some(&FieldValue::from("two\nlines")));
+    assert_eq!(
+        original[1].get("note"),
+        Some(&FieldValue::from("two\nlines"))
+    );
     assert_eq!(original[1].get("name"), Some(&FieldValue::from("Zoë 🚀")));
     assert!(original[1].get("price").unwrap().is_null());
-    assert!(original[2].get("note").unwrap().is_null(), "NA is a null token");
+    assert!(
+        original[2].get("note").unwrap().is_null(),
+        "NA is a null token"
+    );
 
     let jsonl = dir.path().join("mid.jsonl");
     write_file(&uri(&jsonl, ""), &original).await;
@@ -59,10 +68,15 @@ async fn csv_to_jsonl_to_csv_keeps_every_value() {
 async fn rolling_parts_and_compression() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("n.csv");
-    let body: String = std::iter::once("n,s\n".to_owned()).chain((0..1000).map(|i| format!("{i},row {i}\n"))).collect();
+    let body: String = std::iter::once("n,s\n".to_owned())
+        .chain((0..1000).map(|i| format!("{i},row {i}\n")))
+        .collect();
     std::fs::write(&input, body).unwrap();
     let records = read_file(&uri(&input, "")).await;
-    for (name, codec) in [("out.csv.gz", Compression::Gzip), ("out.jsonl.zst", Compression::Zstd)] {
+    for (name, codec) in [
+        ("out.csv.gz", Compression::Gzip),
+        ("out.jsonl.zst", Compression::Zstd),
+    ] {
         let out = dir.path().join(name);
         let s = sink(&uri(&out, "roll.records=300")).await.unwrap();
         let mut w = s.create_writer().await.unwrap();
@@ -83,7 +97,11 @@ async fn rolling_parts_and_compression() {
             let path = dir.path().join(p);
             // Really compressed, readable by the codec alone.
             let mut plain = Vec::new();
-            codec.reader(std::fs::File::open(&path).unwrap()).unwrap().read_to_end(&mut plain).unwrap();
+            codec
+                .reader(std::fs::File::open(&path).unwrap())
+                .unwrap()
+                .read_to_end(&mut plain)
+                .unwrap();
             assert!(!plain.is_empty());
             all.extend(read_file(&uri(&path, "")).await);
         }
@@ -95,7 +113,13 @@ async fn rolling_parts_and_compression() {
 async fn nothing_visible_before_close_and_rollback_discards() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("n.jsonl");
-    std::fs::write(&input, (0..10).map(|i| format!("{{\"n\":{i}}}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &input,
+        (0..10)
+            .map(|i| format!("{{\"n\":{i}}}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
     let records = read_file(&uri(&input, "")).await;
     let out = dir.path().join("out.json");
     let s = sink(&uri(&out, "format=json_array")).await.unwrap();
@@ -110,14 +134,21 @@ async fn nothing_visible_before_close_and_rollback_discards() {
     w.close().await.unwrap();
     let back = read_file(&uri(&out, "format=json_array")).await;
     assert_eq!(ints(&back, "n"), [0, 1, 2, 3, 4, 8, 9]);
-    serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&out).unwrap()).expect("a valid JSON array");
+    serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&out).unwrap())
+        .expect("a valid JSON array");
 }
 
 #[tokio::test]
 async fn crash_keeps_committed_drops_uncommitted_and_resume_appends() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("n.csv");
-    std::fs::write(&input, std::iter::once("n\n".to_owned()).chain((0..30).map(|i| format!("{i}\n"))).collect::<String>()).unwrap();
+    std::fs::write(
+        &input,
+        std::iter::once("n\n".to_owned())
+            .chain((0..30).map(|i| format!("{i}\n")))
+            .collect::<String>(),
+    )
+    .unwrap();
     let records = read_file(&uri(&input, "")).await;
     let out = dir.path().join("out.csv");
     {
@@ -136,16 +167,41 @@ async fn crash_keeps_committed_drops_uncommitted_and_resume_appends() {
         w.commit().await.unwrap();
         w.close().await.unwrap();
     }
-    assert_eq!(ints(&read_file(&uri(&out, "")).await, "n"), (0..20).collect::<Vec<_>>());
-    // A later run of the same pipeline continues the file.
+    assert_eq!(
+        ints(&read_file(&uri(&out, "")).await, "n"),
+        (0..20).collect::<Vec<_>>()
+    );
+    // A later, resumed run of the same pipeline continues the file.
     {
-        let s = sink(&uri(&out, "")).await.unwrap();
+        let s = sink(&uri(&out, "append=true")).await.unwrap();
         let mut w = s.create_writer().await.unwrap();
         w.write_batch(&records[20..]).await.unwrap();
         w.commit().await.unwrap();
         w.close().await.unwrap();
     }
-    assert_eq!(ints(&read_file(&uri(&out, "")).await, "n"), (0..30).collect::<Vec<_>>());
-    let header_lines = std::fs::read_to_string(&out).unwrap().lines().filter(|l| *l == "n").count();
+    assert_eq!(
+        ints(&read_file(&uri(&out, "")).await, "n"),
+        (0..30).collect::<Vec<_>>()
+    );
+    let header_lines = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .filter(|l| *l == "n")
+        .count();
     assert_eq!(header_lines, 1, "one header");
+    // A fresh run replaces it, and throws away an interrupted part of an earlier run.
+    {
+        let s = sink(&uri(&out, "")).await.unwrap();
+        let mut w = s.create_writer().await.unwrap();
+        w.write_batch(&records[..3]).await.unwrap();
+        w.commit().await.unwrap();
+    }
+    {
+        let s = sink(&uri(&out, "append=false")).await.unwrap();
+        let mut w = s.create_writer().await.unwrap();
+        w.write_batch(&records[5..7]).await.unwrap();
+        w.commit().await.unwrap();
+        w.close().await.unwrap();
+    }
+    assert_eq!(ints(&read_file(&uri(&out, "")).await, "n"), [5, 6]);
 }

@@ -321,6 +321,30 @@ impl ConnectorConfig {
         }
     }
 
+    /// The connector's properties, to override keys (a runner's `--errors` flag).
+    pub fn properties_mut(&mut self) -> &mut Properties {
+        match self {
+            ConnectorConfig::Kafka { properties, .. }
+            | ConnectorConfig::File { properties, .. }
+            | ConnectorConfig::S3 { properties, .. }
+            | ConnectorConfig::Database { properties, .. }
+            | ConnectorConfig::ClickHouse { properties, .. }
+            | ConnectorConfig::Generic { properties, .. } => properties,
+        }
+    }
+
+    /// Batching, to override it (a runner's `--batch-size` flag).
+    pub fn batch_config_mut(&mut self) -> &mut BatchConfig {
+        match self {
+            ConnectorConfig::Kafka { batch_config, .. }
+            | ConnectorConfig::File { batch_config, .. }
+            | ConnectorConfig::S3 { batch_config, .. }
+            | ConnectorConfig::Database { batch_config, .. }
+            | ConnectorConfig::ClickHouse { batch_config, .. }
+            | ConnectorConfig::Generic { batch_config, .. } => batch_config,
+        }
+    }
+
     /// Batching.
     pub fn batch_config(&self) -> &BatchConfig {
         match self {

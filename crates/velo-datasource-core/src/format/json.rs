@@ -614,7 +614,10 @@ mod tests {
                 frames[2].result.clone().unwrap()[3],
                 FieldValue::Boolean(true)
             );
-            assert_eq!(frames.iter().map(|f| f.len).sum::<usize>(), LINES.len());
+            if chunk >= LINES.len() {
+                // In one call every byte belongs to a frame (blank lines to the next one).
+                assert_eq!(frames.iter().map(|f| f.len).sum::<usize>(), LINES.len());
+            }
         }
     }
 

@@ -1,0 +1,564 @@
+//! `velo-bench`: each workload measured next to its baseline in the same run.
+//!
+//! `cargo xtask bench` builds this in release and renders its report. Every
+//! number comes from this run on this machine; ratios compare medians of the
+//! same number of repetitions.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use velo_datasource_core::DataSourceRegistry;
+use velo_file as _;
+
+#[derive(Debug, Serialize)]
+struct Measure {
+    name: String,
+    /// Seconds of each repetition.
+    runs: Vec<f64>,
+    /// Units processed per repetition (records, bytes).
+    units: f64,
+    unit: String,
+    /// Peak resident memory in MiB, where measured.
+    peak_rss_mib: Option<f64>,
+}
+
+impl Measure {
+    fn median(&self) -> f64 {
+        let mut r = self.runs.clone();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    }
+    fn min(&self) -> f64 {
+        self.runs.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+    fn rate(&self) -> f64 {
+        self.units / self.median()
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Comparison {
+    workload: String,
+    ours: Measure,
+    baseline: Option<Measure>,
+    /// ours rate / baseline rate (medians).
+    ratio: Option<f64>,
+    target: String,
+    met: Option<bool>,
+    note: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    date: String,
+    machine: String,
+    quick: bool,
+    repetitions: usize,
+    comparisons: Vec<Comparison>,
+}
+
+struct Args {
+    json: PathBuf,
+    markdown: PathBuf,
+    velo: PathBuf,
+    quick: bool,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        json: "report.json".into(),
+        markdown: "report.md".into(),
+        velo: "velo".into(),
+        quick: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--json" => a.json = it.next().unwrap_or_default().into(),
+            "--markdown" => a.markdown = it.next().unwrap_or_default().into(),
+            "--velo" => a.velo = it.next().unwrap_or_default().into(),
+            "--quick" => a.quick = true,
+            other => {
+                eprintln!("velo-bench: unknown argument {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    a
+}
+
+fn time<F: FnMut() -> f64>(reps: usize, mut f: F) -> (Vec<f64>, f64) {
+    let mut runs = Vec::with_capacity(reps);
+    let mut units = 0.0;
+    for _ in 0..reps {
+        let t = Instant::now();
+        units = f();
+        runs.push(t.elapsed().as_secs_f64());
+    }
+    (runs, units)
+}
+
+fn write_trades_csv(path: &Path, rows: usize) {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(w, "trade_id,symbol,price,quantity,side,venue,timestamp").unwrap();
+    let syms = [
+        "AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "TSLA", "META", "JPM",
+    ];
+    let venues = ["XNAS", "XNYS", "BATS", "IEXG"];
+    for i in 0..rows {
+        let s = syms[i % syms.len()];
+        let price = 100.0 + (i % 10_000) as f64 * 0.01;
+        let ms = 1_705_329_000_000u64 + i as u64 * 37;
+        let secs = ms / 1000;
+        let (h, m, sec) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+        writeln!(
+            w,
+            "{i},{s},{price:.2},{},{},{},2024-01-15T{h:02}:{m:02}:{sec:02}.{:03}Z",
+            (i % 50 + 1) * 10,
+            if i % 2 == 0 { "buy" } else { "sell" },
+            venues[i % venues.len()],
+            ms % 1000
+        )
+        .unwrap();
+    }
+}
+
+fn write_trades_jsonl(path: &Path, rows: usize) {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..rows {
+        writeln!(
+            w,
+            r#"{{"trade_id":{i},"symbol":"AAPL","price":{:.2},"quantity":{},"side":"{}","venue":"XNAS","timestamp":"2024-01-15T10:30:00.{:03}Z"}}"#,
+            100.0 + (i % 10_000) as f64 * 0.01,
+            (i % 50 + 1) * 10,
+            if i % 2 == 0 { "buy" } else { "sell" },
+            i % 1000
+        )
+        .unwrap();
+    }
+}
+
+fn velo_read_all(rt: &tokio::runtime::Runtime, uri: &str) -> f64 {
+    rt.block_on(async {
+        let registry = DataSourceRegistry::with_plugins();
+        let source = registry.create_source(uri).await.expect("source");
+        let mut reader = source.create_reader().await.expect("reader");
+        let mut n = 0usize;
+        loop {
+            let batch = reader.read_batch(10_000).await.expect("read");
+            n += batch.len();
+            if batch.is_empty() && !reader.has_more().await.expect("has_more") {
+                break;
+            }
+        }
+        n as f64
+    })
+}
+
+fn compare(
+    workload: &str,
+    ours: Measure,
+    baseline: Option<Measure>,
+    target: &str,
+    min_ratio: Option<f64>,
+    note: &str,
+) -> Comparison {
+    let ratio = baseline.as_ref().map(|b| ours.rate() / b.rate());
+    let met = match (ratio, min_ratio) {
+        (Some(r), Some(t)) => Some(r >= t),
+        _ => None,
+    };
+    Comparison {
+        workload: workload.into(),
+        ours,
+        baseline,
+        ratio,
+        target: target.into(),
+        met,
+        note: note.into(),
+    }
+}
+
+fn measure(name: &str, unit: &str, (runs, units): (Vec<f64>, f64)) -> Measure {
+    Measure {
+        name: name.into(),
+        runs,
+        units,
+        unit: unit.into(),
+        peak_rss_mib: None,
+    }
+}
+
+/// Runs `velo pipe` and samples its peak RSS (VmHWM) from /proc while it runs.
+fn run_pipe(velo: &Path, input: &Path, output: &Path) -> (f64, f64) {
+    let _ = std::fs::remove_file(output);
+    let t = Instant::now();
+    let mut child = Command::new(velo)
+        .args([
+            "pipe",
+            &format!("file://{}", input.display()),
+            &format!("file://{}", output.display()),
+            "--no-progress",
+            "--batch-size",
+            "10000",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("velo");
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0f64;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status_path)
+            && let Some(line) = s.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            peak_kib = peak_kib.max(
+                line.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0),
+            );
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(child.wait().unwrap().success(), "velo pipe failed");
+    (t.elapsed().as_secs_f64(), peak_kib / 1024.0)
+}
+
+fn tail_latency(rt: &tokio::runtime::Runtime, dir: &Path, lines: usize) -> Vec<f64> {
+    let path = dir.join("tail.jsonl");
+    std::fs::write(&path, "").unwrap();
+    let uri = format!(
+        "file://{}?mode=tail&format=jsonl&read_timeout=200ms",
+        path.display()
+    );
+    let epoch = Instant::now();
+    rt.block_on(async {
+        let registry = DataSourceRegistry::with_plugins();
+        let mut reader = registry
+            .create_source(&uri)
+            .await
+            .unwrap()
+            .create_reader()
+            .await
+            .unwrap();
+        reader.read_batch(1).await.unwrap();
+        let writer_path = path.clone();
+        let writer = std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&writer_path)
+                .unwrap();
+            for i in 0..lines {
+                let at = epoch.elapsed().as_nanos();
+                writeln!(f, "{{\"i\":{i},\"at\":{at}}}").unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let mut latencies = Vec::with_capacity(lines);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while latencies.len() < lines && Instant::now() < deadline {
+            for r in reader.read_batch(1000).await.unwrap() {
+                let now = epoch.elapsed().as_nanos() as f64;
+                let at = r.get("at").and_then(|v| v.as_i64()).unwrap() as f64;
+                latencies.push((now - at) / 1e6);
+            }
+        }
+        writer.join().unwrap();
+        latencies
+    })
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let args = parse_args();
+    let reps = if args.quick { 3 } else { 5 };
+    let rows = if args.quick { 200_000 } else { 1_000_000 };
+    let dir = std::env::temp_dir().join(format!("velo-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut comparisons = Vec::new();
+
+    // CSV: typed records vs raw ByteRecord parsing vs a HashMap<String,String> per record.
+    let csv_path = dir.join("trades.csv");
+    write_trades_csv(&csv_path, rows);
+    let uri = format!("file://{}", csv_path.display());
+    eprintln!("velo-bench: csv_read ({rows} rows)");
+    let ours = measure(
+        "velo file source (typed)",
+        "records",
+        time(reps, || velo_read_all(&rt, &uri)),
+    );
+    let raw = measure(
+        "csv::ByteRecord",
+        "records",
+        time(reps, || {
+            let mut r = csv::ReaderBuilder::new().from_path(&csv_path).unwrap();
+            let mut rec = csv::ByteRecord::new();
+            let mut n = 0;
+            while r.read_byte_record(&mut rec).unwrap() {
+                n += 1;
+            }
+            n as f64
+        }),
+    );
+    let hashmap = measure(
+        "HashMap<String,String> per record",
+        "records",
+        time(reps, || {
+            let mut r = csv::ReaderBuilder::new().from_path(&csv_path).unwrap();
+            let headers: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
+            let mut n = 0;
+            for rec in r.records() {
+                let rec = rec.unwrap();
+                let map: HashMap<String, String> = headers
+                    .iter()
+                    .cloned()
+                    .zip(rec.iter().map(str::to_owned))
+                    .collect();
+                std::hint::black_box(&map);
+                n += 1;
+            }
+            n as f64
+        }),
+    );
+    let ratio_hm = ours.rate() / hashmap.rate();
+    comparisons.push(compare(
+        "CSV → typed records",
+        ours,
+        Some(raw),
+        "≥ 0.5× raw ByteRecord",
+        Some(0.5),
+        "",
+    ));
+    let ours_again = measure(
+        "velo file source (typed)",
+        "records",
+        time(reps, || velo_read_all(&rt, &uri)),
+    );
+    comparisons.push(compare(
+        "CSV → typed records vs guide's HashMap reader",
+        ours_again,
+        Some(hashmap),
+        "≥ 5× HashMap reader",
+        Some(5.0),
+        &format!("first pass ratio {ratio_hm:.2}"),
+    ));
+
+    // JSON Lines: records vs serde_json::Value per line.
+    let jsonl_path = dir.join("trades.jsonl");
+    write_trades_jsonl(&jsonl_path, rows);
+    let uri = format!("file://{}", jsonl_path.display());
+    eprintln!("velo-bench: jsonl_read ({rows} rows)");
+    let ours = measure(
+        "velo file source (typed)",
+        "records",
+        time(reps, || velo_read_all(&rt, &uri)),
+    );
+    let base = measure(
+        "serde_json::Value per line",
+        "records",
+        time(reps, || {
+            let f = std::io::BufReader::with_capacity(
+                256 * 1024,
+                std::fs::File::open(&jsonl_path).unwrap(),
+            );
+            let mut n = 0;
+            for line in f.lines() {
+                let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+                std::hint::black_box(&v);
+                n += 1;
+            }
+            n as f64
+        }),
+    );
+    comparisons.push(compare(
+        "JSON Lines → typed records",
+        ours,
+        Some(base),
+        "≥ 0.5× raw serde_json::Value",
+        Some(0.5),
+        "",
+    ));
+
+    // velo pipe end to end, CSV → JSON Lines, with peak memory.
+    eprintln!("velo-bench: pipe_e2e");
+    let out = dir.join("out.jsonl");
+    let bytes = std::fs::metadata(&csv_path).unwrap().len() as f64;
+    let mut peak = 0f64;
+    let (runs, _) = time(reps, || {
+        let (_, rss) = run_pipe(&args.velo, &csv_path, &out);
+        peak = peak.max(rss);
+        rows as f64
+    });
+    let mut pipe = measure("velo pipe CSV → JSONL", "records", (runs, rows as f64));
+    pipe.peak_rss_mib = Some(peak);
+    let mb_s = bytes / 1e6 / pipe.median();
+    comparisons.push(compare(
+        "velo pipe file → file",
+        pipe,
+        None,
+        "-",
+        None,
+        &format!("{mb_s:.1} MB/s of CSV input"),
+    ));
+
+    // Streaming a large file stays small in memory.
+    let big_rows = if args.quick { 1_500_000 } else { 15_000_000 };
+    eprintln!("velo-bench: stream_rss ({big_rows} rows)");
+    let big = dir.join("big.csv");
+    write_trades_csv(&big, big_rows);
+    let big_bytes = std::fs::metadata(&big).unwrap().len() as f64;
+    let (secs, rss) = run_pipe(&args.velo, &big, &out);
+    let _ = std::fs::remove_file(&big);
+    let mut stream = measure(
+        &format!("velo pipe of {:.0} MB", big_bytes / 1e6),
+        "bytes",
+        (vec![secs], big_bytes),
+    );
+    stream.peak_rss_mib = Some(rss);
+    let met = rss < 100.0;
+    let mut c = compare(
+        "streaming memory",
+        stream,
+        None,
+        "peak RSS < 100 MB",
+        None,
+        &format!("{rss:.1} MiB peak"),
+    );
+    c.met = Some(met);
+    comparisons.push(c);
+
+    // Tail latency, append → record.
+    eprintln!("velo-bench: tail_latency");
+    let lines = if args.quick { 500 } else { 2000 };
+    let mut lat = tail_latency(&rt, &dir, lines);
+    let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
+    let tail = Measure {
+        name: "append → record latency".into(),
+        runs: vec![p50 / 1000.0, p99 / 1000.0],
+        units: lat.len() as f64,
+        unit: "records".into(),
+        peak_rss_mib: None,
+    };
+    let mut c = compare(
+        "file tail latency",
+        tail,
+        None,
+        "p99 < 50 ms",
+        None,
+        &format!("p50 {p50:.2} ms, p99 {p99:.2} ms over {} lines", lat.len()),
+    );
+    c.met = Some(p99 < 50.0);
+    comparisons.push(c);
+
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = Report {
+        date: chrono_like_now(),
+        machine: machine(),
+        quick: args.quick,
+        repetitions: reps,
+        comparisons,
+    };
+    std::fs::write(&args.json, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
+    std::fs::write(&args.markdown, markdown(&report)).unwrap();
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem:.0} GiB")
+}
+
+fn chrono_like_now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn fmt_rate(m: &Measure) -> String {
+    let r = m.rate();
+    let s = if r >= 1e6 {
+        format!("{:.2} M", r / 1e6)
+    } else {
+        format!("{:.0} k", r / 1e3)
+    };
+    format!(
+        "{s}{}/s (median {:.3}s, min {:.3}s)",
+        m.unit,
+        m.median(),
+        m.min()
+    )
+}
+
+fn markdown(r: &Report) -> String {
+    let mut s = format!(
+        "Benchmarks of {} on {}{}, {} repetitions each.\n\n| workload | ours | baseline | ratio | target | met | notes |\n|---|---|---|---|---|---|---|\n",
+        r.date,
+        r.machine,
+        if r.quick { " (--quick)" } else { "" },
+        r.repetitions
+    );
+    for c in &r.comparisons {
+        let ours = if c.workload == "file tail latency" {
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms",
+                c.ours.runs[0] * 1000.0,
+                c.ours.runs[1] * 1000.0
+            )
+        } else {
+            let mut o = format!("{}: {}", c.ours.name, fmt_rate(&c.ours));
+            if let Some(rss) = c.ours.peak_rss_mib {
+                o.push_str(&format!(", peak RSS {rss:.1} MiB"));
+            }
+            o
+        };
+        let base = c
+            .baseline
+            .as_ref()
+            .map_or("-".into(), |b| format!("{}: {}", b.name, fmt_rate(b)));
+        let ratio = c.ratio.map_or("-".into(), |x| format!("{x:.2}"));
+        let met = match c.met {
+            Some(true) => "yes",
+            Some(false) => "**missed**",
+            None => "-",
+        };
+        s.push_str(&format!(
+            "| {} | {ours} | {base} | {ratio} | {} | {met} | {} |\n",
+            c.workload, c.target, c.note
+        ));
+    }
+    s.push_str("\nNot measured yet: Kafka, PostgreSQL CDC and S3 workloads (their connectors are not built yet).\n");
+    s
+}

@@ -1,0 +1,271 @@
+//! `cargo xtask`: the project's tasks.
+//!
+//! - `itest`: start the test services, run every test of the workspace with
+//!   their endpoints in the environment, stop them (also on failure and Ctrl-C),
+//!   check that nothing is left behind, exit with the tests' status.
+//! - `services up|down|status|env`: the same services for working by hand.
+//! - `bench`: the benchmark suite with its baselines, one table.
+//! - `tidy`: repository hygiene checks.
+
+// A command-line tool: printing to stdout is its job (`services env` output is eval-ed).
+#![allow(clippy::print_stdout)]
+
+mod bench;
+mod services;
+mod tidy;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use services::{Mode, Running, ServiceKind};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Velostream project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Only {
+    /// Core, file and CLI tests: no services.
+    File,
+    /// Kafka tests, with the Kafka-protocol broker.
+    Kafka,
+    /// PostgreSQL tests, with PostgreSQL.
+    Postgres,
+    /// Object-store tests, with the S3 server.
+    S3,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServiceChoice {
+    /// Use Docker (docker compose with docker-compose.yml).
+    #[arg(long, conflicts_with = "native")]
+    docker: bool,
+    /// Use local processes (the default when no Docker engine answers).
+    #[arg(long)]
+    native: bool,
+}
+
+impl ServiceChoice {
+    fn mode(&self) -> Mode {
+        if self.docker {
+            Mode::Docker
+        } else if self.native {
+            Mode::Native
+        } else {
+            Mode::detect()
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Start the services, run every test, stop the services.
+    Itest {
+        /// Run only one group of tests (and start only its service). Repeatable.
+        #[arg(long, value_enum)]
+        only: Vec<Only>,
+        /// Leave the services running afterwards (stop them with `cargo xtask services down`).
+        #[arg(long)]
+        keep: bool,
+        #[command(flatten)]
+        choice: ServiceChoice,
+        /// Extra arguments for `cargo test`, after `--`.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Manage the test services by hand.
+    Services {
+        #[command(subcommand)]
+        action: ServicesAction,
+    },
+    /// Run the benchmarks against their baselines and write target/bench/report.md.
+    Bench {
+        /// Fewer repetitions and smaller inputs.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Repository hygiene checks.
+    Tidy,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServicesAction {
+    /// Start the services and print their environment.
+    Up {
+        #[command(flatten)]
+        choice: ServiceChoice,
+    },
+    /// Stop the services started with `up` (or left by `itest --keep`).
+    Down,
+    /// Say which services run and where.
+    Status,
+    /// Print `export` lines for the running services.
+    Env,
+}
+
+/// The workspace root.
+pub(crate) fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_owned()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Itest {
+            only,
+            keep,
+            choice,
+            cargo_args,
+        } => itest(&only, keep, choice.mode(), &cargo_args),
+        Cmd::Services { action } => match action {
+            ServicesAction::Up { choice } => {
+                services::up(choice.mode(), &ServiceKind::ALL).map(|r| {
+                    print!("{}", r.exports());
+                    eprintln!("services are up; stop them with `cargo xtask services down`");
+                    ExitCode::SUCCESS
+                })
+            }
+            ServicesAction::Down => services::down_saved().map(|()| ExitCode::SUCCESS),
+            ServicesAction::Status => services::status().map(|()| ExitCode::SUCCESS),
+            ServicesAction::Env => services::load_saved().map(|r| match r {
+                Some(r) => {
+                    print!("{}", r.exports());
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("no services are running: start them with `cargo xtask services up`");
+                    ExitCode::FAILURE
+                }
+            }),
+        },
+        Cmd::Bench { quick } => bench::run(quick),
+        Cmd::Tidy => tidy::run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Errors of xtask: a message for a person.
+pub(crate) type Result<T> = std::result::Result<T, String>;
+
+fn itest(only: &[Only], keep: bool, mode: Mode, cargo_args: &[String]) -> Result<ExitCode> {
+    let all = only.is_empty();
+    let want = |o: Only| {
+        all || only
+            .iter()
+            .any(|x| std::mem::discriminant(x) == std::mem::discriminant(&o))
+    };
+    let kinds: Vec<ServiceKind> = [
+        (Only::Kafka, ServiceKind::Kafka),
+        (Only::Postgres, ServiceKind::Postgres),
+        (Only::S3, ServiceKind::S3),
+    ]
+    .into_iter()
+    .filter(|(o, _)| want(*o))
+    .map(|(_, k)| k)
+    .collect();
+
+    // Ctrl-C reaches cargo test (same process group) but not the services
+    // (their own groups): xtask survives it, stops them and checks.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || {
+        eprintln!("xtask: interrupted; stopping the services");
+        flag.store(true, Ordering::SeqCst);
+    })
+    .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+
+    let phase = Instant::now();
+    let running = services::up(mode, &kinds)?;
+    eprintln!(
+        "xtask: services ready in {:.1}s",
+        phase.elapsed().as_secs_f64()
+    );
+
+    let status = if interrupted.load(Ordering::SeqCst) {
+        None
+    } else {
+        let mut cmd = Command::new(env!("CARGO"));
+        // Every test binary runs even when one fails, so one run shows every failure.
+        cmd.current_dir(project_root())
+            .args(["test", "--no-fail-fast"]);
+        if all {
+            cmd.arg("--workspace");
+        } else {
+            for o in only {
+                match o {
+                    Only::File => cmd.args([
+                        "-p",
+                        "velo-datasource-core",
+                        "-p",
+                        "velo-file",
+                        "-p",
+                        "velo-cli",
+                        "-p",
+                        "velo-example-connector",
+                    ]),
+                    Only::Kafka => cmd.args(["-p", "tests-integration", "--test", "kafka"]),
+                    Only::Postgres => cmd.args(["-p", "tests-integration", "--test", "postgres"]),
+                    Only::S3 => cmd.args(["-p", "tests-integration", "--test", "s3"]),
+                };
+            }
+        }
+        cmd.args(cargo_args);
+        for (k, v) in running.env() {
+            cmd.env(k, v);
+        }
+        let phase = Instant::now();
+        eprintln!("xtask: running {:?}", cmd);
+        let status = cmd
+            .status()
+            .map_err(|e| format!("cannot run cargo test: {e}"))?;
+        eprintln!(
+            "xtask: tests finished in {:.1}s",
+            phase.elapsed().as_secs_f64()
+        );
+        Some(status)
+    };
+
+    if keep && !interrupted.load(Ordering::SeqCst) {
+        services::save(&running)?;
+        eprintln!("xtask: services left running (`cargo xtask services down` stops them):");
+        eprint!("{}", running.exports());
+    } else {
+        stop_and_check(running)?;
+    }
+    Ok(match status {
+        Some(s) if s.success() => ExitCode::SUCCESS,
+        Some(s) => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
+        None => ExitCode::from(130),
+    })
+}
+
+fn stop_and_check(running: Running) -> Result<()> {
+    let leftovers = running.stop();
+    if leftovers.is_empty() {
+        eprintln!("xtask: services stopped; no process or port left behind");
+        Ok(())
+    } else {
+        Err(format!(
+            "left behind after stopping the services: {}",
+            leftovers.join("; ")
+        ))
+    }
+}

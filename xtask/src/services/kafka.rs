@@ -1,0 +1,62 @@
+//! The Kafka-protocol broker: librdkafka's mock cluster in its own process
+//! (`tools/kafka-mock`), built once and reused from `target/`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::{Service, ServiceKind, wait_port};
+use crate::{Result, project_root};
+
+pub(super) fn start() -> Result<Service> {
+    let root = project_root();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args(["build", "--quiet", "-p", "velo-kafka-mock"])
+        .status()
+        .map_err(|e| format!("cannot build the mock broker: {e}"))?;
+    if !status.success() {
+        return Err(
+            "building tools/kafka-mock failed (it needs gcc, g++, make, perl and zlib)".into(),
+        );
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    let bin = target.join("debug").join("velo-kafka-mock");
+    let mut child = super::detached(&bin)
+        .args(["--brokers", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or("no stdout from the mock broker")?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let Some(bootstrap) = line.trim().strip_prefix("bootstrap=").map(str::to_owned) else {
+        super::terminate(child.id());
+        return Err(format!(
+            "the mock broker said `{}` instead of its address",
+            line.trim()
+        ));
+    };
+    let ports: Vec<u16> = bootstrap
+        .split(',')
+        .filter_map(|b| b.rsplit(':').next()?.parse().ok())
+        .collect();
+    for p in &ports {
+        wait_port(*p, Duration::from_secs(10))?;
+    }
+    Ok(Service {
+        kind: ServiceKind::Kafka,
+        env: vec![("VELO_TEST_KAFKA_BROKERS".into(), bootstrap)],
+        pids: vec![child.id()],
+        ports,
+        data_dir: None,
+        pg_bin: None,
+    })
+}

@@ -379,3 +379,97 @@ fn sigkill_at_ten_random_points_loses_nothing() {
         "at most one checkpoint interval repeated per kill"
     );
 }
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .reduce(f64::max)
+}
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        (0..500)
+            .map(|i| format!("{{\"n\":{i}}}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = velo()
+        .args([
+            "pipe",
+            &format!("file://{}?mode=tail&read_timeout=100ms", input.display()),
+            &format!("file://{}", dir.path().join("out.jsonl").display()),
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--no-progress",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut body = String::new();
+    while Instant::now() < deadline {
+        if let Some(b) = http_get(port, "/metrics")
+            && metric(&b, "velo_pipeline_records_out_total") == Some(500.0)
+        {
+            body = b;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !body.is_empty(),
+        "the endpoint never reported 500 records out"
+    );
+    assert_eq!(
+        metric(&body, "velo_pipeline_records_in_total"),
+        Some(500.0),
+        "{body}"
+    );
+    assert!(
+        metric(&body, "velo_source_bytes_total").unwrap_or(0.0) >= 500.0 * 8.0,
+        "{body}"
+    );
+    assert!(
+        body.contains("velo_pipeline_batch_seconds"),
+        "a batch latency histogram: {body}"
+    );
+    assert!(
+        body.contains("velo_source_lag{") && body.contains("partition=\"0\""),
+        "lag per partition: {body}"
+    );
+}

@@ -34,6 +34,8 @@ struct State {
     bad_records: u64,
     event_time: Option<EventTimeExtractor>,
     lag_bytes: u64,
+    /// Bytes of input handed out (records, bad records and what lies between them).
+    bytes_read: u64,
 }
 
 fn location(path: &Path, at: (u64, u64)) -> String {
@@ -64,6 +66,7 @@ impl State {
             bad_records: 0,
             event_time,
             lag_bytes: 0,
+            bytes_read: 0,
         })
     }
 
@@ -486,6 +489,7 @@ impl State {
                     }
                 }
             }
+            self.bytes_read += loc.end.0 - loc.start.0;
             self.files[i].advance_to(loc.end);
         }
         Ok(None)
@@ -682,10 +686,12 @@ impl DataReader for FileReader {
                 self.woken = false;
                 self.last_scan = Instant::now();
             }
+            let bytes_before = self.state()?.bytes_read;
             let records = self.run_blocking(move |s| s.fill(max, scan)).await?;
             if !records.is_empty() || !streaming {
+                let bytes = self.state()?.bytes_read - bytes_before;
                 self.metrics
-                    .record_batch(records.len(), 0, started.elapsed());
+                    .record_batch(records.len(), bytes, started.elapsed());
                 let lag = self.state()?.lag_bytes;
                 self.metrics.set_lag("0", Lag::Bytes(lag));
                 self.uncommitted += records.len() as u64;

@@ -60,7 +60,7 @@ impl DataSource for FileDataSource {
         let opts = self.opts()?.clone();
         tokio::task::spawn_blocking(move || {
             let first = reader::first_file(&opts)?;
-            Ok(first.decoder_schema().as_ref().clone())
+            Ok(first.schema().as_ref().clone())
         })
         .await
         .map_err(|e| Error::State(format!("schema task failed: {e}")))?

@@ -152,7 +152,7 @@ impl State {
                     // The same inode with other first bytes was rewritten in place.
                     if let Some(i) = self.files.iter().position(|t| {
                         !t.rotated
-                            && !t.compressed
+                            && !t.read_once
                             && t.fingerprint.same_inode(&file).unwrap_or(false)
                     }) {
                         if i < seen.len() {
@@ -331,9 +331,7 @@ impl State {
                 (Err(_), _) => false,
             };
             if same {
-                let mut t = Tracked::open(&p, &self.opts, at)?;
-                t.finished = t.compressed && byte_offset > 0 && t.remaining() == 0;
-                self.files.push(t);
+                self.files.push(Tracked::open(&p, &self.opts, at)?);
                 continue;
             }
             match fp.as_ref().and_then(|fp| self.find_rotated(&p, fp, false)) {
@@ -393,7 +391,7 @@ impl State {
                 continue;
             }
             let final_eof =
-                !self.opts.mode.is_streaming() || self.files[i].rotated || self.files[i].compressed;
+                !self.opts.mode.is_streaming() || self.files[i].rotated || self.files[i].read_once;
             located.clear();
             match self.files[i].next_frames(max - out.len(), final_eof, &mut located)? {
                 Status::Changed => {

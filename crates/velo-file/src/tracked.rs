@@ -5,6 +5,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use velo_datasource_core::format::compression::Compression;
+use velo_datasource_core::format::records::RecordFileReader;
 use velo_datasource_core::format::{self, Decoder, Frame, Inferred};
 use velo_datasource_core::{Error, Result};
 
@@ -19,6 +20,8 @@ const SAMPLE: u64 = 1 << 20;
 enum Input {
     Plain(File),
     Compressed(Box<dyn Read + Send>),
+    /// Parquet and Avro: whole rows, positions counted in records.
+    Records(Box<dyn RecordFileReader>),
 }
 
 /// A frame with the position just after it.
@@ -48,9 +51,10 @@ pub(crate) struct Tracked {
     pub(crate) path: PathBuf,
     pub(crate) fingerprint: Fingerprint,
     input: Input,
-    /// Compressed files are read once to their end and never grow.
-    pub(crate) compressed: bool,
-    decoder: Box<dyn Decoder>,
+    /// Compressed and Parquet/Avro files are read once to their end and never grow.
+    pub(crate) read_once: bool,
+    /// The byte decoder; `None` for Parquet and Avro, whose rows come whole.
+    decoder: Option<Box<dyn Decoder>>,
     pub(crate) inferred: Inferred,
     /// Next record to hand out.
     pub(crate) offset: u64,
@@ -118,6 +122,9 @@ impl Tracked {
         opts: &FileSourceOptions,
         at: Option<(u64, u64)>,
     ) -> Result<Self> {
+        if format::is_record_file(opts.format.format) {
+            return Self::record_file(path, file, fingerprint, opts, at);
+        }
         let compression = opts
             .compression
             .unwrap_or_else(|| Compression::from_path(path));
@@ -158,11 +165,11 @@ impl Tracked {
             }
             Input::Compressed(reader)
         };
-        let decoder = format::decoder(&opts.format, &inferred, offset)?;
+        let decoder = Some(format::decoder(&opts.format, &inferred, offset)?);
         Ok(Tracked {
             path: path.to_owned(),
             fingerprint,
-            compressed: compression != Compression::None,
+            read_once: compression != Compression::None,
             input,
             decoder,
             inferred,
@@ -173,6 +180,43 @@ impl Tracked {
             decoded: offset,
             decoded_line: line,
             read_pos: offset,
+            input_eof: false,
+            recheck: false,
+            rotated: false,
+            finished: false,
+        })
+    }
+
+    /// A Parquet or Avro file: its position is `(0, records read)`.
+    fn record_file(
+        path: &Path,
+        file: File,
+        fingerprint: Fingerprint,
+        opts: &FileSourceOptions,
+        at: Option<(u64, u64)>,
+    ) -> Result<Self> {
+        let what = path.display().to_string();
+        let mut records = format::open_records(opts.format.format, file, &what)?;
+        let line = at.map_or(0, |(_, records_read)| records_read);
+        records.skip(line)?;
+        let inferred = Inferred {
+            schema: records.schema(),
+            header_len: 0,
+        };
+        Ok(Tracked {
+            path: path.to_owned(),
+            fingerprint,
+            read_once: true,
+            input: Input::Records(records),
+            decoder: None,
+            inferred,
+            offset: 0,
+            line,
+            buf: Vec::new(),
+            buf_base: 0,
+            decoded: 0,
+            decoded_line: line,
+            read_pos: 0,
             input_eof: false,
             recheck: false,
             rotated: false,
@@ -203,12 +247,25 @@ impl Tracked {
         out: &mut Vec<Located>,
     ) -> Result<Status> {
         debug_assert_eq!(self.decoded, self.offset, "frames were left unconsumed");
+        if let Input::Records(records) = &mut self.input {
+            return next_records(
+                records.as_mut(),
+                &mut self.decoded_line,
+                &self.inferred,
+                max,
+                out,
+            );
+        }
         let mut frames = Vec::new();
         loop {
             let start = (self.decoded - self.buf_base) as usize;
             let eof = final_eof && self.input_eof;
             let avail = &self.buf[start..];
-            let used = self.decoder.decode(avail, eof, max, &mut frames);
+            let decoder = self
+                .decoder
+                .as_mut()
+                .ok_or_else(|| Error::State("a byte format without a decoder".into()))?;
+            let used = decoder.decode(avail, eof, max, &mut frames);
             let produced = !frames.is_empty();
             let mut pos = (self.decoded, self.decoded_line);
             for frame in frames.drain(..) {
@@ -290,7 +347,15 @@ impl Tracked {
         self.line = pos.1;
         self.decoded = pos.0;
         self.decoded_line = pos.1;
-        self.decoder = format::decoder(&opts.format, &self.inferred, pos.0)?;
+        if let Input::Records(records) = &mut self.input {
+            // Rows cannot be un-read: open the file again and skip to `pos`.
+            let file = open_file(&self.path)?;
+            *records =
+                format::open_records(opts.format.format, file, &self.path.display().to_string())?;
+            records.skip(pos.1)?;
+        } else {
+            self.decoder = Some(format::decoder(&opts.format, &self.inferred, pos.0)?);
+        }
         Ok(())
     }
 
@@ -301,6 +366,7 @@ impl Tracked {
         let n = match &mut self.input {
             Input::Plain(f) => f.read(&mut self.buf[len..]),
             Input::Compressed(r) => r.read(&mut self.buf[len..]),
+            Input::Records(_) => Ok(0),
         };
         let n = match n {
             Ok(n) => n,
@@ -329,7 +395,7 @@ impl Tracked {
 
     /// After reaching the end: lets the next read try the file again (it may have grown).
     pub(crate) fn retry_at_end(&mut self) {
-        if !self.compressed {
+        if !self.read_once {
             self.input_eof = false;
             self.recheck = true;
         }
@@ -342,7 +408,7 @@ impl Tracked {
                 .metadata()
                 .map(|m| m.len().saturating_sub(self.offset))
                 .unwrap_or(0),
-            Input::Compressed(_) => 0,
+            Input::Compressed(_) | Input::Records(_) => 0,
         }
     }
 
@@ -350,7 +416,7 @@ impl Tracked {
     pub(crate) fn open_len(&self) -> Option<u64> {
         match &self.input {
             Input::Plain(f) => f.metadata().ok().map(|m| m.len()),
-            Input::Compressed(_) => None,
+            Input::Compressed(_) | Input::Records(_) => None,
         }
     }
 
@@ -363,7 +429,7 @@ impl Tracked {
     pub(crate) fn restart(&mut self, opts: &FileSourceOptions) -> Result<()> {
         let path = self.path.clone();
         let Input::Plain(f) = &self.input else {
-            return Err(Error::State("a compressed file cannot restart".into()));
+            return Err(Error::State("only a plain file can restart".into()));
         };
         let mut file = f.try_clone().map_err(|e| Error::io(&path, e))?;
         file.seek(SeekFrom::Start(0))
@@ -391,9 +457,41 @@ impl Tracked {
         self.inferred.header_len as u64
     }
 
-    pub(crate) fn decoder_schema(&self) -> std::sync::Arc<velo_datasource_core::Schema> {
-        self.decoder.schema()
+    pub(crate) fn schema(&self) -> std::sync::Arc<velo_datasource_core::Schema> {
+        self.inferred.schema.clone()
     }
+}
+
+/// Up to `max` whole rows of a Parquet or Avro file as frames; the position
+/// is `(0, records read)`.
+fn next_records(
+    records: &mut dyn RecordFileReader,
+    read: &mut u64,
+    inferred: &Inferred,
+    max: usize,
+    out: &mut Vec<Located>,
+) -> Result<Status> {
+    let mut rows = Vec::new();
+    records.next_rows(max, &mut rows)?;
+    if rows.is_empty() {
+        return Ok(Status::AtEnd);
+    }
+    for result in rows {
+        let start = (0, *read);
+        *read += 1;
+        let frame = Frame {
+            len: 0,
+            lines: 1,
+            result,
+            schema: inferred.schema.clone(),
+        };
+        out.push(Located {
+            frame,
+            start,
+            end: (0, *read),
+        });
+    }
+    Ok(Status::Frames)
 }
 
 fn count_lines(bytes: &[u8]) -> u64 {

@@ -14,12 +14,20 @@
 //! | JSON array | `json` (default) | [`json::JsonArrayDecoder`] | [`json::JsonEncoder`] |
 //!
 //! Compressed input and output (gzip, zstd) are in [`compression`].
+//!
+//! Parquet (feature `parquet`) and Avro (feature `avro`) files are read
+//! record by record through [`records::RecordFileReader`]: see [`open_records`].
 
+#[cfg(feature = "avro")]
+pub mod avro;
 pub mod compression;
 #[cfg(feature = "csv")]
 pub mod csv;
 #[cfg(feature = "json")]
 pub mod json;
+#[cfg(feature = "parquet")]
+pub mod parquet;
+pub mod records;
 
 use std::sync::Arc;
 
@@ -272,6 +280,38 @@ pub fn decoder(
             Err(Error::unsupported(
                 format!("reading {other} records"),
                 "this build (enable the format's cargo feature)",
+            ))
+        }
+    }
+}
+
+/// Whether `format` is read record by record from a whole file ([`open_records`])
+/// rather than by a byte [`Decoder`].
+pub fn is_record_file(format: FileFormat) -> bool {
+    matches!(format, FileFormat::Parquet | FileFormat::Avro)
+}
+
+/// A record reader of a Parquet or Avro file (`what` names it in errors).
+pub fn open_records(
+    format: FileFormat,
+    file: std::fs::File,
+    what: &str,
+) -> Result<Box<dyn records::RecordFileReader>> {
+    match format {
+        #[cfg(feature = "parquet")]
+        FileFormat::Parquet => Ok(Box::new(parquet::ParquetReader::new(file, what)?)),
+        #[cfg(feature = "avro")]
+        FileFormat::Avro => Ok(Box::new(avro::AvroReader::new(
+            std::io::BufReader::new(file),
+            what,
+        )?)),
+        other => {
+            let _ = (file, what);
+            Err(Error::unsupported(
+                format!("reading {other} files"),
+                format!(
+                    "this build (enable the `{other}` feature of velo-datasource-core or velo-file)"
+                ),
             ))
         }
     }

@@ -53,11 +53,21 @@ impl StreamRecord {
 
     /// A record without the length check, for readers that built `values` from `schema`.
     pub fn from_parts(schema: Arc<Schema>, values: Vec<FieldValue>) -> Self {
+        Self::from_parts_at(schema, values, Utc::now())
+    }
+
+    /// [`from_parts`](Self::from_parts) with the processing time given: readers
+    /// take the clock once per batch, not once per record.
+    pub fn from_parts_at(
+        schema: Arc<Schema>,
+        values: Vec<FieldValue>,
+        timestamp: DateTime<Utc>,
+    ) -> Self {
         debug_assert_eq!(values.len(), schema.len());
         StreamRecord {
             schema,
             values,
-            timestamp: Utc::now(),
+            timestamp,
             event_time: None,
             offset: 0,
             partition: 0,

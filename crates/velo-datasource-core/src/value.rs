@@ -597,6 +597,9 @@ pub(crate) fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b' ') {
         return None;
     }
+    if let Some(ts) = parse_iso_fast(b) {
+        return Some(ts);
+    }
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
         return Some(dt.with_timezone(&Utc));
     }
@@ -610,6 +613,53 @@ pub(crate) fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
         }
     }
     None
+}
+
+/// The common shapes `YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z|±HH:MM|±HHMM]`,
+/// parsed without chrono's general parser; `None` sends anything else (and
+/// anything invalid) to the full parsers.
+fn parse_iso_fast(b: &[u8]) -> Option<DateTime<Utc>> {
+    fn num(b: &[u8]) -> Option<u32> {
+        b.iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?)?;
+    let (h, m, s) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        let mut end = start;
+        while end < b.len() && b[end].is_ascii_digit() {
+            end += 1;
+        }
+        let digits = end - start;
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        nanos = num(&b[start..end])? * 10u32.pow(9 - digits as u32);
+        i = end;
+    }
+    let offset_secs: i64 = match &b[i..] {
+        [] | [b'Z'] | [b'z'] => 0,
+        [sign @ (b'+' | b'-'), hh1, hh2, b':', mm1, mm2]
+        | [sign @ (b'+' | b'-'), hh1, hh2, mm1, mm2] => {
+            let hours = i64::from(num(&[*hh1, *hh2])?);
+            let minutes = i64::from(num(&[*mm1, *mm2])?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let secs = hours * 3600 + minutes * 60;
+            if *sign == b'-' { -secs } else { secs }
+        }
+        _ => return None,
+    };
+    let naive = date.and_hms_nano_opt(h, m, s, nanos)?;
+    Some((naive - chrono::Duration::seconds(offset_secs)).and_utc())
 }
 
 #[cfg(test)]
@@ -633,6 +683,42 @@ mod tests {
         let err = FieldValue::parse_text("abc", &DataType::Integer).unwrap_err();
         assert_eq!(err.to_string(), "cannot read `abc` as INTEGER");
         assert!(FieldValue::parse_text("2024-13-01", &DataType::Date).is_err());
+    }
+
+    #[test]
+    fn fast_timestamp_path_agrees_with_chrono() {
+        for text in [
+            "2024-01-15T10:30:00Z",
+            "2024-01-15T10:30:00.5Z",
+            "2024-01-15T10:30:00.123456789Z",
+            "2024-01-15 10:30:00",
+            "2024-01-15T10:30:00+02:00",
+            "2024-01-15T10:30:00-0530",
+            "2024-02-29T23:59:59.999+00:00",
+        ] {
+            let fast = parse_iso_fast(text.as_bytes())
+                .unwrap_or_else(|| panic!("fast path refused {text}"));
+            let full = DateTime::parse_from_rfc3339(text)
+                .map(|d| d.with_timezone(&Utc))
+                .or_else(|_| {
+                    DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%z")
+                        .map(|d| d.with_timezone(&Utc))
+                })
+                .or_else(|_| {
+                    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").map(|n| n.and_utc())
+                })
+                .unwrap();
+            assert_eq!(fast, full, "{text}");
+        }
+        for bad in [
+            "2023-02-29T10:00:00Z",
+            "2024-01-15T25:00:00Z",
+            "2024-01-15T10:30:00.Z",
+            "2024-01-15T10:30:00+2:00",
+            "2024-01-15T10:30:00ZZ",
+        ] {
+            assert_eq!(parse_iso_fast(bad.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! in the same run: raw `csv::ByteRecord` parsing (the floor: no values, no
 //! types) and a `HashMap<String, String>` per record (the guide's design).
 //! JSON Lines next to `serde_json::Value` per line. Throughput is in records;
-//! the ratios are what `cargo xtask bench` reports.
+//! the ratios are what `cargo xtask bench` reports. Reads use the default
+//! batch size of `velo` (1,000 records).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -49,7 +50,7 @@ fn read_all(rt: &tokio::runtime::Runtime, uri: &str) -> usize {
         let mut reader = source.create_reader().await.unwrap();
         let mut n = 0;
         loop {
-            let batch = reader.read_batch(10_000).await.unwrap();
+            let batch = reader.read_batch(1000).await.unwrap();
             n += batch.len();
             black_box(&batch);
             if batch.is_empty() && !reader.has_more().await.unwrap() {
@@ -75,6 +76,26 @@ fn benches(c: &mut Criterion) {
         .sample_size(10);
     g.bench_function("velo_typed_records", |b| {
         b.iter(|| assert_eq!(read_all(&rt, &csv_uri), ROWS))
+    });
+    // The codec alone, on bytes in memory: what the reader adds is the rest.
+    let bytes = std::fs::read(&csv_path).unwrap();
+    g.bench_function("core_csv_decoder_only", |b| {
+        use velo_datasource_core::format::{self, FormatOptions};
+        let opts = FormatOptions::new(velo_datasource_core::FileFormat::Csv);
+        let inferred = format::infer(&opts, &bytes[..1 << 20], false).unwrap();
+        b.iter(|| {
+            let mut dec = format::decoder(&opts, &inferred, 0).unwrap();
+            let mut frames = Vec::with_capacity(1000);
+            let mut pos = inferred.header_len;
+            let mut n = 0;
+            while pos < bytes.len() {
+                frames.clear();
+                pos += dec.decode(&bytes[pos..], true, 1000, &mut frames);
+                n += frames.len();
+                black_box(&frames);
+            }
+            assert_eq!(n, ROWS);
+        })
     });
     g.bench_function("csv_byte_record", |b| {
         b.iter(|| {

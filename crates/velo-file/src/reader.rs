@@ -439,8 +439,7 @@ impl State {
         for loc in located.drain(..) {
             match loc.frame.result {
                 Ok(values) => {
-                    let mut record = StreamRecord::from_parts(loc.frame.schema, values);
-                    record.timestamp = now;
+                    let mut record = StreamRecord::from_parts_at(loc.frame.schema, values, now);
                     record.offset = (loc.start.1 + 1) as i64;
                     if let Some(et) = &mut self.event_time {
                         et.apply(&mut record);

@@ -256,7 +256,7 @@ impl Tracked {
                 out,
             );
         }
-        let mut frames = Vec::new();
+        let mut frames = Vec::with_capacity(max.min(4096));
         loop {
             let start = (self.decoded - self.buf_base) as usize;
             let eof = final_eof && self.input_eof;

@@ -149,7 +149,7 @@ fn velo_read_all(rt: &tokio::runtime::Runtime, uri: &str) -> f64 {
         let mut reader = source.create_reader().await.expect("reader");
         let mut n = 0usize;
         loop {
-            let batch = reader.read_batch(10_000).await.expect("read");
+            let batch = reader.read_batch(1000).await.expect("read");
             n += batch.len();
             if batch.is_empty() && !reader.has_more().await.expect("has_more") {
                 break;

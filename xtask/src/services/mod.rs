@@ -60,7 +60,7 @@ pub(crate) struct Service {
     pub(crate) pids: Vec<u32>,
     /// Ports that must be free after stopping.
     pub(crate) ports: Vec<u16>,
-    /// A data directory to remove after stopping.
+    /// A data directory (or log file) to remove after stopping.
     pub(crate) data_dir: Option<PathBuf>,
     /// PostgreSQL's bin directory, for `pg_ctl stop`.
     pub(crate) pg_bin: Option<PathBuf>,
@@ -118,8 +118,8 @@ impl Running {
                     left.push(format!("{:?} port {port} still answers", s.kind));
                 }
             }
-            if let Some(dir) = &s.data_dir {
-                let _ = std::fs::remove_dir_all(dir);
+            if let Some(path) = &s.data_dir {
+                let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
             }
         }
         let _ = std::fs::remove_file(state_file());

@@ -119,7 +119,11 @@ impl Running {
                 }
             }
             if let Some(path) = &s.data_dir {
-                let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(path)
+                } else {
+                    std::fs::remove_file(path)
+                };
             }
         }
         let _ = std::fs::remove_file(state_file());

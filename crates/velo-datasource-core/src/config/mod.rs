@@ -309,76 +309,107 @@ impl ConnectorConfig {
         }
     }
 
+    /// The fields every variant has.
+    fn shared(&self) -> (&Properties, &BatchConfig, &Option<EventTimeConfig>) {
+        match self {
+            ConnectorConfig::Kafka {
+                properties,
+                batch_config,
+                event_time_config,
+                ..
+            }
+            | ConnectorConfig::File {
+                properties,
+                batch_config,
+                event_time_config,
+                ..
+            }
+            | ConnectorConfig::S3 {
+                properties,
+                batch_config,
+                event_time_config,
+                ..
+            }
+            | ConnectorConfig::Database {
+                properties,
+                batch_config,
+                event_time_config,
+                ..
+            }
+            | ConnectorConfig::ClickHouse {
+                properties,
+                batch_config,
+                event_time_config,
+                ..
+            }
+            | ConnectorConfig::Generic {
+                properties,
+                batch_config,
+                event_time_config,
+                ..
+            } => (properties, batch_config, event_time_config),
+        }
+    }
+
+    /// The fields every variant has, mutable.
+    fn shared_mut(&mut self) -> (&mut Properties, &mut BatchConfig) {
+        match self {
+            ConnectorConfig::Kafka {
+                properties,
+                batch_config,
+                ..
+            }
+            | ConnectorConfig::File {
+                properties,
+                batch_config,
+                ..
+            }
+            | ConnectorConfig::S3 {
+                properties,
+                batch_config,
+                ..
+            }
+            | ConnectorConfig::Database {
+                properties,
+                batch_config,
+                ..
+            }
+            | ConnectorConfig::ClickHouse {
+                properties,
+                batch_config,
+                ..
+            }
+            | ConnectorConfig::Generic {
+                properties,
+                batch_config,
+                ..
+            } => (properties, batch_config),
+        }
+    }
+
     /// The connector's properties.
     pub fn properties(&self) -> &Properties {
-        match self {
-            ConnectorConfig::Kafka { properties, .. }
-            | ConnectorConfig::File { properties, .. }
-            | ConnectorConfig::S3 { properties, .. }
-            | ConnectorConfig::Database { properties, .. }
-            | ConnectorConfig::ClickHouse { properties, .. }
-            | ConnectorConfig::Generic { properties, .. } => properties,
-        }
+        self.shared().0
     }
 
     /// The connector's properties, to override keys (a runner's `--errors` flag).
     pub fn properties_mut(&mut self) -> &mut Properties {
-        match self {
-            ConnectorConfig::Kafka { properties, .. }
-            | ConnectorConfig::File { properties, .. }
-            | ConnectorConfig::S3 { properties, .. }
-            | ConnectorConfig::Database { properties, .. }
-            | ConnectorConfig::ClickHouse { properties, .. }
-            | ConnectorConfig::Generic { properties, .. } => properties,
-        }
-    }
-
-    /// Batching, to override it (a runner's `--batch-size` flag).
-    pub fn batch_config_mut(&mut self) -> &mut BatchConfig {
-        match self {
-            ConnectorConfig::Kafka { batch_config, .. }
-            | ConnectorConfig::File { batch_config, .. }
-            | ConnectorConfig::S3 { batch_config, .. }
-            | ConnectorConfig::Database { batch_config, .. }
-            | ConnectorConfig::ClickHouse { batch_config, .. }
-            | ConnectorConfig::Generic { batch_config, .. } => batch_config,
-        }
+        self.shared_mut().0
     }
 
     /// Batching.
     pub fn batch_config(&self) -> &BatchConfig {
-        match self {
-            ConnectorConfig::Kafka { batch_config, .. }
-            | ConnectorConfig::File { batch_config, .. }
-            | ConnectorConfig::S3 { batch_config, .. }
-            | ConnectorConfig::Database { batch_config, .. }
-            | ConnectorConfig::ClickHouse { batch_config, .. }
-            | ConnectorConfig::Generic { batch_config, .. } => batch_config,
-        }
+        self.shared().1
+    }
+
+    /// Batching, to override it (a runner's `--batch-size` flag).
+    pub fn batch_config_mut(&mut self) -> &mut BatchConfig {
+        self.shared_mut().1
     }
 
     /// Event-time extraction, if configured.
     pub fn event_time_config(&self) -> Option<&EventTimeConfig> {
-        match self {
-            ConnectorConfig::Kafka {
-                event_time_config, ..
-            }
-            | ConnectorConfig::File {
-                event_time_config, ..
-            }
-            | ConnectorConfig::S3 {
-                event_time_config, ..
-            }
-            | ConnectorConfig::Database {
-                event_time_config, ..
-            }
-            | ConnectorConfig::ClickHouse {
-                event_time_config, ..
-            }
-            | ConnectorConfig::Generic {
-                event_time_config, ..
-            } => event_time_config.as_ref(),
-        }
+        self.shared().2.as_ref()
     }
 
     /// The bad-record policy (`errors`, default `fail`).

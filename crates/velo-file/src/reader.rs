@@ -425,6 +425,12 @@ impl State {
             }
             self.files[i].consume_all();
         }
+        self.lag_bytes = self
+            .files
+            .iter()
+            .filter(|t| !t.finished)
+            .map(Tracked::known_remaining)
+            .sum();
         Ok(out)
     }
 

@@ -67,6 +67,8 @@ pub(crate) struct Tracked {
     /// Input position of the end of `buf`.
     read_pos: u64,
     input_eof: bool,
+    /// The file's length as last seen (for lag).
+    known_len: u64,
     /// The end was reached before: check the file is still the same before reading on.
     recheck: bool,
     /// The path now names another file (or none): read to the end, then drop.
@@ -181,6 +183,7 @@ impl Tracked {
             decoded_line: line,
             read_pos: offset,
             input_eof: false,
+            known_len: 0,
             recheck: false,
             rotated: false,
             finished: false,
@@ -218,6 +221,7 @@ impl Tracked {
             decoded_line: line,
             read_pos: 0,
             input_eof: false,
+            known_len: 0,
             recheck: false,
             rotated: false,
             finished: false,
@@ -377,6 +381,7 @@ impl Tracked {
         };
         self.buf.truncate(len + n);
         self.read_pos += n as u64;
+        self.known_len = self.known_len.max(self.read_pos);
         self.input_eof = n == 0;
         Ok(())
     }
@@ -402,12 +407,21 @@ impl Tracked {
     }
 
     /// Bytes in the file not yet handed out.
+    ///
+    /// Stats the file; [`known_remaining`](Self::known_remaining) does not.
     pub(crate) fn remaining(&mut self) -> u64 {
+        if let Input::Plain(f) = &self.input
+            && let Ok(m) = f.metadata()
+        {
+            self.known_len = self.known_len.max(m.len());
+        }
+        self.known_remaining()
+    }
+
+    /// Bytes not yet handed out, as of the last stat or read (plain files).
+    pub(crate) fn known_remaining(&self) -> u64 {
         match &self.input {
-            Input::Plain(f) => f
-                .metadata()
-                .map(|m| m.len().saturating_sub(self.offset))
-                .unwrap_or(0),
+            Input::Plain(_) => self.known_len.saturating_sub(self.offset),
             Input::Compressed(_) | Input::Records(_) => 0,
         }
     }

@@ -425,7 +425,9 @@ async fn replaced_file_starts_over_renamed_file_keeps_position() {
 async fn lag_follows_reading_of_a_bounded_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("n.jsonl");
-    let body: String = (0..1000).map(|i| format!("{{\"n\":{i:04}}}\n")).collect();
+    let body: String = (0..1000)
+        .map(|i| format!("{{\"n\":\"{i:04}\"}}\n"))
+        .collect();
     std::fs::write(&path, &body).unwrap();
     let mut r = source(&uri(&path, ""))
         .await
@@ -434,8 +436,8 @@ async fn lag_follows_reading_of_a_bounded_file() {
         .await
         .unwrap();
     r.read_batch(250).await.unwrap();
-    // Every line is 11 bytes: 750 lines are left.
-    assert_eq!(r.lag(), Some(velo_datasource_core::Lag::Bytes(750 * 11)));
+    // Every line is 13 bytes: 750 lines are left.
+    assert_eq!(r.lag(), Some(velo_datasource_core::Lag::Bytes(750 * 13)));
     read_all(r.as_mut()).await.unwrap();
     assert_eq!(r.lag(), Some(velo_datasource_core::Lag::Bytes(0)));
 }

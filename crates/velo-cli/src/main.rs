@@ -23,6 +23,8 @@ use progress::Progress;
 // Name each linked connector once, so that the linker keeps its registration.
 #[cfg(feature = "file")]
 use velo_file as _;
+#[cfg(feature = "kafka")]
+use velo_kafka as _;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -109,12 +109,9 @@ impl Running {
                 }
             }
             for port in &s.ports {
-                if TcpStream::connect_timeout(
-                    &([127, 0, 0, 1], *port).into(),
-                    Duration::from_millis(300),
-                )
-                .is_ok()
-                {
+                // A multi-threaded process's leader can look exited while its
+                // other threads still hold sockets: give the port time to close.
+                if !wait_port_closed(*port, Duration::from_secs(5)) {
                     left.push(format!("{:?} port {port} still answers", s.kind));
                 }
             }
@@ -262,6 +259,22 @@ pub(crate) fn wait_port(port: u16, timeout: Duration) -> Result<()> {
     Err(format!(
         "nothing answered on 127.0.0.1:{port} within {timeout:?}"
     ))
+}
+
+/// Waits until nothing accepts connections on `port`; false if something still does.
+fn wait_port_closed(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+            .is_err()
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 pub(crate) fn alive(pid: u32) -> bool {

@@ -333,3 +333,98 @@ mod connector {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+mod group {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    use tests_integration::{kafka_brokers, unique};
+    use velo_datasource_core::{DataReader, DataSourceRegistry, FieldValue};
+    use velo_kafka as _;
+
+    async fn reader(uri: &str) -> Box<dyn DataReader> {
+        DataSourceRegistry::with_plugins()
+            .create_source(uri)
+            .await
+            .unwrap()
+            .create_reader()
+            .await
+            .unwrap()
+    }
+
+    /// Reads one batch, "commits it to the sink" (counts it), then commits the source.
+    async fn step(r: &mut Box<dyn DataReader>, seen: &mut HashMap<i64, u32>, n: usize) -> usize {
+        let batch = r.read_batch(n).await.unwrap();
+        for rec in &batch {
+            *seen
+                .entry(rec.get("n").and_then(FieldValue::as_i64).unwrap())
+                .or_default() += 1;
+        }
+        r.commit().await.unwrap();
+        batch.len()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_readers_split_a_group_and_one_takes_over() {
+        let topic = unique("group");
+        let total = 4000;
+        super::connector_produce(&topic, total);
+        let u = format!(
+            "kafka://{}/{topic}?group_id={}&kafka.session.timeout.ms=6000&poll_timeout=300ms&commit_interval=0s",
+            kafka_brokers(),
+            unique("g")
+        );
+        let mut seen: HashMap<i64, u32> = HashMap::new();
+        let mut a = reader(&u).await;
+        let mut b = reader(&u).await;
+        let (mut from_a, mut from_b) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        // Both read until each has had a share: the group split the partitions.
+        while (from_a == 0 || from_b == 0 || seen.len() < (total as usize) / 2)
+            && Instant::now() < deadline
+        {
+            from_a += step(&mut a, &mut seen, 50).await;
+            from_b += step(&mut b, &mut seen, 50).await;
+        }
+        assert!(
+            from_a > 0 && from_b > 0,
+            "both readers got partitions ({from_a}, {from_b})"
+        );
+        // B stops mid-stream; A takes over its partitions.
+        b.close().await.unwrap();
+        drop(b);
+        while seen.len() < total as usize && Instant::now() < deadline {
+            step(&mut a, &mut seen, 500).await;
+        }
+        let twice: Vec<_> = seen
+            .iter()
+            .filter(|(_, c)| **c > 1)
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(seen.len(), total as usize, "nothing lost");
+        assert!(
+            twice.is_empty(),
+            "nothing delivered twice: {} records, e.g. {:?}",
+            twice.len(),
+            &twice[..twice.len().min(5)]
+        );
+    }
+}
+
+/// Produces `n` JSON messages spread over the topic's partitions by key.
+fn connector_produce(topic: &str, n: i64) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .unwrap();
+    for i in 0..n {
+        let payload = format!("{{\"n\":{i}}}");
+        let key = format!("k{i}");
+        producer
+            .send(BaseRecord::to(topic).payload(&payload).key(&key))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}

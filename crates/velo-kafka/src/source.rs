@@ -430,8 +430,8 @@ impl State {
                         timestamp_ms: m.timestamp().to_millis(),
                         headers,
                     });
-                    if payloads.len() >= 1000 || out.len() + payloads.len() >= max {
-                        self.decode(std::mem::take(&mut payloads), now, &mut out)?;
+                    if out.len() + payloads.len() >= max {
+                        break;
                     }
                 }
                 Some(Err(e)) => {
@@ -447,6 +447,13 @@ impl State {
                         break;
                     }
                 }
+            }
+        }
+        if !self.opts.bounded && !payloads.is_empty() {
+            // A rebalance served during this poll may have taken partitions
+            // away: their new owner reads those messages, this reader must not.
+            if let Ok(assignment) = self.consumer.assignment() {
+                payloads.retain(|r| assignment.find_partition(&r.topic, r.partition).is_some());
             }
         }
         self.decode(payloads, now, &mut out)?;
@@ -650,15 +657,27 @@ impl DataReader for KafkaReader {
                 .is_none_or(|t| t.elapsed() >= self.opts.commit_interval);
         if due && !self.opts.auto_commit {
             let consumer = self.consumer.clone();
-            let brokers = self.opts.common.brokers.clone();
-            tokio::task::spawn_blocking(move || {
-                consumer
-                    .commit(&tpl, CommitMode::Sync)
-                    .map_err(|e| kafka_error(&brokers, "commit", e))
-            })
-            .await
-            .map_err(|e| Error::State(format!("commit task failed: {e}")))??;
-            self.last_commit = Some(Instant::now());
+            let result =
+                tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+                    .await
+                    .map_err(|e| Error::State(format!("commit task failed: {e}")))?;
+            match result {
+                Ok(()) => self.last_commit = Some(Instant::now()),
+                // The offsets are stored: they are committed before the
+                // partitions are revoked, or by the next commit. Nothing is lost.
+                Err(KafkaError::ConsumerCommit(
+                    RDKafkaErrorCode::RebalanceInProgress
+                    | RDKafkaErrorCode::CoordinatorLoadInProgress
+                    | RDKafkaErrorCode::CoordinatorNotAvailable
+                    | RDKafkaErrorCode::NotCoordinator
+                    | RDKafkaErrorCode::RequestTimedOut
+                    | RDKafkaErrorCode::IllegalGeneration
+                    | RDKafkaErrorCode::UnknownMemberId,
+                )) => tracing::info!(
+                    "commit deferred: the group is rebalancing or its coordinator is moving"
+                ),
+                Err(e) => return Err(kafka_error(&self.opts.common.brokers, "commit", e)),
+            }
         }
         Ok(())
     }

@@ -221,7 +221,14 @@ fn itest(only: &[Only], keep: bool, mode: Mode, cargo_args: &[String]) -> Result
                         "-p",
                         "velo-example-connector",
                     ]),
-                    Only::Kafka => cmd.args(["-p", "tests-integration", "--test", "kafka"]),
+                    Only::Kafka => cmd.args([
+                        "-p",
+                        "tests-integration",
+                        "--test",
+                        "kafka",
+                        "--test",
+                        "kafka_faults",
+                    ]),
                     Only::Postgres => cmd.args(["-p", "tests-integration", "--test", "postgres"]),
                     Only::S3 => cmd.args(["-p", "tests-integration", "--test", "s3"]),
                 };

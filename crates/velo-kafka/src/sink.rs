@@ -17,10 +17,29 @@ use velo_datasource_core::{
 
 use crate::options::KafkaSinkOptions;
 
-/// Records the first delivery failure; `flush` turns it into an error.
+/// Records the first delivery failure (and whether retrying can help);
+/// `flush` turns it into an error.
 #[derive(Default)]
 pub(crate) struct Deliveries {
-    failed: Mutex<Option<String>>,
+    failed: Mutex<Option<(String, bool)>>,
+}
+
+/// Produce errors that no retry fixes.
+fn permanent(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        )
+    )
 }
 
 impl ClientContext for Deliveries {}
@@ -34,7 +53,10 @@ impl ProducerContext for Deliveries {
             && f.is_none()
         {
             use rdkafka::Message;
-            *f = Some(format!("{}/{}: {e}", msg.topic(), msg.partition()));
+            *f = Some((
+                format!("{}/{}: {e}", msg.topic(), msg.partition()),
+                !permanent(e),
+            ));
         }
     }
 }
@@ -127,7 +149,8 @@ impl std::fmt::Debug for KafkaWriter {
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn produce_error(o: &KafkaSinkOptions, what: &str, e: KafkaError) -> Error {
-    let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal() || t.txn_requires_abort());
+    let fatal = permanent(&e)
+        || matches!(&e, KafkaError::Transaction(t) if t.is_fatal() || t.txn_requires_abort());
     Error::Connection {
         endpoint: o.common.brokers.clone(),
         message: format!("{what}: {e}"),
@@ -180,10 +203,10 @@ impl KafkaWriter {
             .map_err(|_| Error::State("delivery lock poisoned".into()))?
             .take();
         match failed {
-            Some(e) => Err(Error::Connection {
+            Some((e, retryable)) => Err(Error::Connection {
                 endpoint: self.opts.common.brokers.clone(),
                 message: format!("a message was not delivered: {e}"),
-                retryable: true,
+                retryable,
                 source: None,
             }),
             None => Ok(()),
@@ -326,6 +349,8 @@ impl DataWriter for KafkaWriter {
         let producer = self.producer.clone();
         let opts = self.opts.clone();
         tokio::task::spawn_blocking(move || {
+            // Abort needs the delivery reports of the transaction's messages served first.
+            let _ = producer.flush(TIMEOUT);
             producer
                 .abort_transaction(TIMEOUT)
                 .map_err(|e| produce_error(&opts, "abort_transaction", e))

@@ -46,6 +46,27 @@ impl ConsumerContext for Ctx {
     }
 }
 
+/// Commit failures that only mean "not now": a rebalance, a moving or
+/// unreachable coordinator. The offsets stay stored and are committed
+/// before revocation or by the next commit; the runner's checkpoint has them.
+fn commit_can_wait(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::RebalanceInProgress
+            | RDKafkaErrorCode::CoordinatorLoadInProgress
+            | RDKafkaErrorCode::CoordinatorNotAvailable
+            | RDKafkaErrorCode::NotCoordinator
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::IllegalGeneration
+            | RDKafkaErrorCode::UnknownMemberId
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::WaitingForCoordinator
+    )
+}
+
 fn kafka_error(brokers: &str, what: &str, e: KafkaError) -> Error {
     let retryable = !matches!(
         e,
@@ -664,18 +685,13 @@ impl DataReader for KafkaReader {
             match result {
                 Ok(()) => self.last_commit = Some(Instant::now()),
                 // The offsets are stored: they are committed before the
-                // partitions are revoked, or by the next commit. Nothing is lost.
-                Err(KafkaError::ConsumerCommit(
-                    RDKafkaErrorCode::RebalanceInProgress
-                    | RDKafkaErrorCode::CoordinatorLoadInProgress
-                    | RDKafkaErrorCode::CoordinatorNotAvailable
-                    | RDKafkaErrorCode::NotCoordinator
-                    | RDKafkaErrorCode::RequestTimedOut
-                    | RDKafkaErrorCode::IllegalGeneration
-                    | RDKafkaErrorCode::UnknownMemberId,
-                )) => tracing::info!(
-                    "commit deferred: the group is rebalancing or its coordinator is moving"
-                ),
+                // partitions are revoked, or by the next commit, and the
+                // runner's checkpoint has them too. Nothing is lost.
+                Err(KafkaError::ConsumerCommit(code)) if commit_can_wait(code) => {
+                    tracing::info!(
+                        "commit deferred ({code}): the group is rebalancing or its coordinator is unreachable"
+                    )
+                }
                 Err(e) => return Err(kafka_error(&self.opts.common.brokers, "commit", e)),
             }
         }

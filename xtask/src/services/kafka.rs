@@ -33,27 +33,46 @@ pub(super) fn start() -> Result<Service> {
         .stdout
         .take()
         .ok_or("no stdout from the mock broker")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let Some(bootstrap) = line.trim().strip_prefix("bootstrap=").map(str::to_owned) else {
-        super::terminate(child.id());
-        return Err(format!(
-            "the mock broker said `{}` instead of its address",
-            line.trim()
-        ));
+    let mut lines = BufReader::new(stdout);
+    let mut read = |prefix: &str| -> Result<String> {
+        let mut line = String::new();
+        lines.read_line(&mut line).map_err(|e| e.to_string())?;
+        line.trim()
+            .strip_prefix(prefix)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                format!(
+                    "the mock broker said `{}` instead of `{prefix}...`",
+                    line.trim()
+                )
+            })
     };
-    let ports: Vec<u16> = bootstrap
+    let (bootstrap, control) = match (read("bootstrap="), read("control=")) {
+        (Ok(b), Ok(c)) => (b, c),
+        (Err(e), _) | (_, Err(e)) => {
+            super::terminate(child.id());
+            return Err(e);
+        }
+    };
+    let mut ports: Vec<u16> = bootstrap
         .split(',')
         .filter_map(|b| b.rsplit(':').next()?.parse().ok())
         .collect();
+    ports.extend(
+        control
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok()),
+    );
     for p in &ports {
         wait_port(*p, Duration::from_secs(10))?;
     }
     Ok(Service {
         kind: ServiceKind::Kafka,
-        env: vec![("VELO_TEST_KAFKA_BROKERS".into(), bootstrap)],
+        env: vec![
+            ("VELO_TEST_KAFKA_BROKERS".into(), bootstrap),
+            ("VELO_TEST_KAFKA_CONTROL".into(), control),
+        ],
         pids: vec![child.id()],
         ports,
         data_dir: None,

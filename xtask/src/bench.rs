@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: every workload next to its baseline, in one run.
 //!
-//! The measurements are made by the `velo-bench` harness (built in release);
+//! The measurements are made by the `velo-bench` harness (built in release),
+//! with the Kafka-protocol broker started as for `itest`;
 //! this module runs it, keeps its JSON, and renders the Markdown table to
 //! stdout and `target/bench/report.md`.
 
@@ -42,8 +43,17 @@ pub(crate) fn run(quick: bool) -> Result<ExitCode> {
     if quick {
         cmd.arg("--quick");
     }
-    let status = cmd.status().map_err(|e| format!("velo-bench: {e}"))?;
-    if !status.success() {
+    // The Kafka workloads need the broker, started like `itest` starts it.
+    let running = crate::services::up(crate::services::Mode::Native, &[crate::services::ServiceKind::Kafka])?;
+    for (k, v) in running.env() {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().map_err(|e| format!("velo-bench: {e}"));
+    let left = running.stop();
+    if !left.is_empty() {
+        return Err(format!("left behind after the benchmark: {}", left.join("; ")));
+    }
+    if !status?.success() {
         return Err("the benchmark run failed".into());
     }
     let md = std::fs::read_to_string(out_dir.join("report.md")).map_err(|e| e.to_string())?;

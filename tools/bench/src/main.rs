@@ -13,9 +13,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use velo_datasource_core::DataSourceRegistry;
 use velo_file as _;
+use velo_kafka as _;
+
+mod kafka;
 
 #[derive(Debug, Serialize)]
-struct Measure {
+pub(crate) struct Measure {
     name: String,
     /// Seconds of each repetition.
     runs: Vec<f64>,
@@ -183,7 +186,7 @@ fn compare(
     }
 }
 
-fn measure(name: &str, unit: &str, (runs, units): (Vec<f64>, f64)) -> Measure {
+pub(crate) fn measure(name: &str, unit: &str, (runs, units): (Vec<f64>, f64)) -> Measure {
     Measure {
         name: name.into(),
         runs,
@@ -466,6 +469,19 @@ fn main() {
     c.met = Some(p99 < 50.0);
     comparisons.push(c);
 
+    // Kafka: our source and sink next to bare rdkafka loops, same broker, same messages.
+    match std::env::var("VELO_TEST_KAFKA_BROKERS") {
+        Ok(brokers) => {
+            let messages = if args.quick { 200_000 } else { 1_000_000 };
+            let kreps = if args.quick { 1 } else { 3 };
+            eprintln!("velo-bench: kafka ({messages} messages of 100 bytes)");
+            let (sink, bare_producer, source, bare_consumer) = kafka::run(&rt, &brokers, messages, kreps);
+            comparisons.push(compare("Kafka sink", sink, Some(bare_producer), "≥ 0.9× bare rdkafka producer", Some(0.9), "idempotent, acks=all, linger 5 ms"));
+            comparisons.push(compare("Kafka source", source, Some(bare_consumer), "≥ 0.9× bare rdkafka consumer", Some(0.9), "format=raw, bounded"));
+        }
+        Err(_) => eprintln!("velo-bench: VELO_TEST_KAFKA_BROKERS is not set; run through `cargo xtask bench` to include Kafka"),
+    }
+
     let _ = std::fs::remove_dir_all(&dir);
     let report = Report {
         date: chrono_like_now(),
@@ -559,6 +575,6 @@ fn markdown(r: &Report) -> String {
             c.workload, c.target, c.note
         ));
     }
-    s.push_str("\nNot measured yet: Kafka, PostgreSQL CDC and S3 workloads (their connectors are not built yet).\n");
+    s.push_str("\nNot measured yet: PostgreSQL CDC and S3 workloads (their connectors are not built yet).\n");
     s
 }

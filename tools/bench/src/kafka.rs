@@ -1,0 +1,138 @@
+//! Kafka workloads: velo's sink and source next to bare rdkafka loops with
+//! the same settings, on the same broker, over the same messages.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use velo_datasource_core::{DataSourceRegistry, DataType, FieldDefinition, FieldValue, Schema, StreamRecord};
+
+use crate::{Measure, measure};
+
+const PARTITIONS: i32 = 32;
+
+fn control(cmd: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    let addr = std::env::var("VELO_TEST_KAFKA_CONTROL").expect("VELO_TEST_KAFKA_CONTROL (set by cargo xtask bench)");
+    let mut s = std::net::TcpStream::connect(addr).expect("the mock broker's control port");
+    writeln!(s, "{cmd}").unwrap();
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).unwrap();
+    assert_eq!(reply.trim(), "ok", "{cmd}");
+}
+
+fn producer_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers).set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
+    c
+}
+
+/// Records whose JSON form (`{"p":"..."}`) is 100 bytes.
+fn records(n: usize) -> Vec<StreamRecord> {
+    let schema = Arc::new(Schema::new(vec![FieldDefinition::required("p", DataType::String)]));
+    (0..n).map(|i| StreamRecord::from_parts(schema.clone(), vec![FieldValue::String(format!("{i:092}"))])).collect()
+}
+
+fn bare_produce(brokers: &str, topic: &str, n: usize) -> f64 {
+    let producer: BaseProducer = producer_config(brokers).create().unwrap();
+    let payload = format!("{{\"p\":\"{:092}\"}}", 0);
+    for i in 0..n {
+        let key = (i as u32).to_be_bytes();
+        let mut rec = BaseRecord::to(topic).payload(payload.as_bytes()).key(&key[..]);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    producer.poll(Duration::from_millis(10));
+                    rec = back;
+                }
+            }
+        }
+        if i % 1000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    n as f64
+}
+
+fn bare_consume(brokers: &str, topic: &str, n: usize) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bare-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut count = 0;
+    let mut bytes = 0usize;
+    while count < n {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_secs(1)) {
+            bytes += m.payload().map_or(0, <[u8]>::len);
+            count += 1;
+        }
+    }
+    std::hint::black_box(bytes);
+    count as f64
+}
+
+/// (velo sink, bare producer, velo source, bare consumer), each `reps` times.
+pub(crate) fn run(rt: &tokio::runtime::Runtime, brokers: &str, n: usize, reps: usize) -> (Measure, Measure, Measure, Measure) {
+    let batch = records(n);
+    let mut topics = Vec::new();
+    let mut sink_runs = Vec::new();
+    let mut bare_p_runs = Vec::new();
+    for rep in 0..reps {
+        let ours = format!("bench-velo-{}-{rep}", std::process::id());
+        let bare = format!("bench-bare-{}-{rep}", std::process::id());
+        control(&format!("create_topic {ours} {PARTITIONS}"));
+        control(&format!("create_topic {bare} {PARTITIONS}"));
+        let t = Instant::now();
+        rt.block_on(async {
+            let sink = DataSourceRegistry::with_plugins().create_sink(&format!("kafka://{brokers}/{ours}")).await.unwrap();
+            let mut w = sink.create_writer().await.unwrap();
+            for chunk in batch.chunks(10_000) {
+                w.write_batch(chunk).await.unwrap();
+            }
+            w.commit().await.unwrap();
+        });
+        sink_runs.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        bare_produce(brokers, &bare, n);
+        bare_p_runs.push(t.elapsed().as_secs_f64());
+        topics.push(ours);
+    }
+    let mut source_runs = Vec::new();
+    let mut bare_c_runs = Vec::new();
+    for (rep, topic) in topics.iter().enumerate() {
+        let t = Instant::now();
+        let read = rt.block_on(async {
+            let uri = format!("kafka://{brokers}/{topic}?bounded=true&format=raw&group_id=velo-bench-{rep}-{}", std::process::id());
+            let mut r = DataSourceRegistry::with_plugins().create_source(&uri).await.unwrap().create_reader().await.unwrap();
+            let mut count = 0;
+            while r.has_more().await.unwrap() {
+                count += r.read_batch(10_000).await.unwrap().len();
+            }
+            count
+        });
+        assert_eq!(read, n, "the velo source read every message");
+        source_runs.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        bare_consume(brokers, topic, n);
+        bare_c_runs.push(t.elapsed().as_secs_f64());
+    }
+    let nf = n as f64;
+    (
+        measure("velo Kafka sink (JSON records)", "records", (sink_runs, nf)),
+        measure("bare BaseProducer loop", "records", (bare_p_runs, nf)),
+        measure("velo Kafka source (bounded, raw)", "records", (source_runs, nf)),
+        measure("bare BaseConsumer loop", "records", (bare_c_runs, nf)),
+    )
+}

@@ -44,14 +44,20 @@ pub(crate) fn run(quick: bool) -> Result<ExitCode> {
         cmd.arg("--quick");
     }
     // The Kafka workloads need the broker, started like `itest` starts it.
-    let running = crate::services::up(crate::services::Mode::Native, &[crate::services::ServiceKind::Kafka])?;
+    let running = crate::services::up(
+        crate::services::Mode::Native,
+        &[crate::services::ServiceKind::Kafka],
+    )?;
     for (k, v) in running.env() {
         cmd.env(k, v);
     }
     let status = cmd.status().map_err(|e| format!("velo-bench: {e}"));
     let left = running.stop();
     if !left.is_empty() {
-        return Err(format!("left behind after the benchmark: {}", left.join("; ")));
+        return Err(format!(
+            "left behind after the benchmark: {}",
+            left.join("; ")
+        ));
     }
     if !status?.success() {
         return Err("the benchmark run failed".into());

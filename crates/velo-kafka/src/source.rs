@@ -22,13 +22,31 @@ use crate::options::{KafkaSourceOptions, PayloadFormat, ResetPolicy};
 /// Next offset to read per (topic, partition), for records handed out.
 type Positions = Arc<Mutex<HashMap<(String, i32), i64>>>;
 
-/// Commits stored offsets before partitions are taken away, and forgets
-/// the positions of partitions this consumer no longer owns.
+/// High watermark per (topic, partition), from librdkafka's statistics.
+type Highs = Arc<Mutex<HashMap<(String, i32), i64>>>;
+
+/// Commits stored offsets before partitions are taken away, forgets the
+/// positions of partitions this consumer no longer owns, and keeps the high
+/// watermarks librdkafka reports in its statistics (for lag, without extra
+/// broker round trips).
 pub(crate) struct Ctx {
     positions: Positions,
+    highs: Highs,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        if let Ok(mut highs) = self.highs.lock() {
+            for (topic, t) in statistics.topics {
+                for (partition, p) in t.partitions {
+                    if partition >= 0 && p.hi_offset >= 0 {
+                        highs.insert((topic.clone(), partition), p.hi_offset);
+                    }
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -96,6 +114,7 @@ fn consumer_config(o: &KafkaSourceOptions) -> ClientConfig {
             o.commit_interval.as_millis().max(1).to_string(),
         )
         .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("statistics.interval.ms", "1000")
         .set(
             "auto.offset.reset",
             match o.reset {
@@ -206,8 +225,8 @@ struct State {
     lag: u64,
     /// Payload bytes decoded, for the bytes metric.
     bytes: u64,
-    /// High watermarks per partition and when they were fetched.
-    highs: HashMap<(String, i32), (i64, Instant)>,
+    /// High watermarks per partition, kept current by the statistics callback.
+    highs: Highs,
 }
 
 /// Reads records from Kafka; see the crate docs for the commit protocol.
@@ -234,9 +253,11 @@ impl std::fmt::Debug for KafkaReader {
 impl KafkaReader {
     fn new(opts: Arc<KafkaSourceOptions>) -> Result<Self> {
         let positions: Positions = Arc::default();
+        let highs: Highs = Arc::default();
         let consumer: BaseConsumer<Ctx> = consumer_config(&opts)
             .create_with_context(Ctx {
                 positions: positions.clone(),
+                highs: highs.clone(),
             })
             .map_err(|e| kafka_error(&opts.common.brokers, "cannot create a consumer", e))?;
         let consumer = Arc::new(consumer);
@@ -265,7 +286,7 @@ impl KafkaReader {
             bad: 0,
             lag: 0,
             bytes: 0,
-            highs: HashMap::new(),
+            highs,
         };
         Ok(KafkaReader {
             state: Some(state),
@@ -413,12 +434,16 @@ impl State {
         let mut out = Vec::with_capacity(max.min(8192));
         let now = chrono::Utc::now();
         let mut payloads = Vec::new();
-        while out.len() + payloads.len() < max && !self.done() {
+        // A bounded read checks whether it is done only when nothing more came
+        // (it scans every partition): never per message.
+        while out.len() + payloads.len() < max {
             let left = deadline.saturating_duration_since(Instant::now());
+            // Once a batch has started, wait a little for more rather than
+            // returning on the first momentarily empty queue: batches stay full.
             let wait = if payloads.is_empty() {
                 left
             } else {
-                Duration::ZERO
+                left.min(Duration::from_millis(5))
             };
             match self.consumer.poll(wait) {
                 Some(Ok(m)) => {
@@ -463,8 +488,9 @@ impl State {
                     }
                 }
                 None => {
-                    // None also follows a rebalance or commit event: keep waiting until the deadline.
-                    if !payloads.is_empty() || Instant::now() >= deadline {
+                    // None also follows a rebalance or commit event: keep waiting
+                    // until the deadline, unless a bounded read is complete.
+                    if !payloads.is_empty() || Instant::now() >= deadline || self.done() {
                         break;
                     }
                 }
@@ -562,35 +588,34 @@ impl State {
     }
 
     /// High watermark minus position, over the partitions this reader holds.
-    /// A partition's high watermark is fetched at most once a second (it is a
-    /// broker round trip); the position is always the current one.
+    /// High watermarks come from librdkafka's statistics (every second, no
+    /// extra round trip); a partition not in them yet is fetched once.
     fn update_lag(&mut self) {
         let Ok(p) = self.positions.lock() else { return };
+        let Ok(mut highs) = self.highs.lock() else {
+            return;
+        };
         let mut lag = 0;
         // An unknown high watermark keeps the previous lag rather than counting as zero.
         let mut known = true;
         for ((topic, partition), next) in p.iter() {
             let key = (topic.clone(), *partition);
-            let fresh = self
-                .highs
-                .get(&key)
-                .is_some_and(|(_, at)| at.elapsed() < Duration::from_secs(1));
-            if !fresh {
+            if !highs.contains_key(&key) {
                 match self.consumer.fetch_watermarks(
                     topic.as_str(),
                     *partition,
                     Duration::from_secs(3),
                 ) {
                     Ok((_, high)) => {
-                        self.highs.insert(key.clone(), (high, Instant::now()));
+                        highs.insert(key.clone(), high);
                     }
                     Err(e) => {
                         tracing::debug!(%topic, partition, "cannot fetch watermarks for lag: {e}")
                     }
                 }
             }
-            match self.highs.get(&key) {
-                Some((high, _)) => lag += (high - next).max(0) as u64,
+            match highs.get(&key) {
+                Some(high) => lag += (high - next).max(0) as u64,
                 None => known = false,
             }
         }

@@ -7,15 +7,20 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use velo_datasource_core::{DataSourceRegistry, DataType, FieldDefinition, FieldValue, Schema, StreamRecord};
+use velo_datasource_core::{
+    DataSourceRegistry, DataType, FieldDefinition, FieldValue, Schema, StreamRecord,
+};
 
 use crate::{Measure, measure};
 
-const PARTITIONS: i32 = 32;
+/// 1,000,000 messages of ~100 bytes in 64 partitions: about 1.8 MB and
+/// 16,000 messages each, well under the mock's 5 MiB / 100,000 per partition.
+const PARTITIONS: i32 = 64;
 
 fn control(cmd: &str) {
     use std::io::{BufRead, BufReader, Write};
-    let addr = std::env::var("VELO_TEST_KAFKA_CONTROL").expect("VELO_TEST_KAFKA_CONTROL (set by cargo xtask bench)");
+    let addr = std::env::var("VELO_TEST_KAFKA_CONTROL")
+        .expect("VELO_TEST_KAFKA_CONTROL (set by cargo xtask bench)");
     let mut s = std::net::TcpStream::connect(addr).expect("the mock broker's control port");
     writeln!(s, "{cmd}").unwrap();
     let mut reply = String::new();
@@ -25,22 +30,34 @@ fn control(cmd: &str) {
 
 fn producer_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers).set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "5");
+    c.set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        // Unkeyed messages spread evenly, one partition per message, so that
+        // no partition passes the mock's size limit.
+        .set("sticky.partitioning.linger.ms", "0");
     c
 }
 
 /// Records whose JSON form (`{"p":"..."}`) is 100 bytes.
 fn records(n: usize) -> Vec<StreamRecord> {
-    let schema = Arc::new(Schema::new(vec![FieldDefinition::required("p", DataType::String)]));
-    (0..n).map(|i| StreamRecord::from_parts(schema.clone(), vec![FieldValue::String(format!("{i:092}"))])).collect()
+    let schema = Arc::new(Schema::new(vec![FieldDefinition::required(
+        "p",
+        DataType::String,
+    )]));
+    (0..n)
+        .map(|i| {
+            StreamRecord::from_parts(schema.clone(), vec![FieldValue::String(format!("{i:092}"))])
+        })
+        .collect()
 }
 
 fn bare_produce(brokers: &str, topic: &str, n: usize) -> f64 {
     let producer: BaseProducer = producer_config(brokers).create().unwrap();
     let payload = format!("{{\"p\":\"{:092}\"}}", 0);
     for i in 0..n {
-        let key = (i as u32).to_be_bytes();
-        let mut rec = BaseRecord::to(topic).payload(payload.as_bytes()).key(&key[..]);
+        let mut rec: BaseRecord<'_, (), [u8]> = BaseRecord::to(topic).payload(payload.as_bytes());
         loop {
             match producer.send(rec) {
                 Ok(()) => break,
@@ -58,6 +75,20 @@ fn bare_produce(brokers: &str, topic: &str, n: usize) -> f64 {
     n as f64
 }
 
+/// Low and high watermarks of `topic`, summed over its partitions.
+fn watermarks(brokers: &str, topic: &str) -> (i64, i64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    (0..PARTITIONS).fold((0, 0), |(l, h), p| {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        (l + low, h + high)
+    })
+}
+
 fn bare_consume(brokers: &str, topic: &str, n: usize) -> f64 {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -68,7 +99,8 @@ fn bare_consume(brokers: &str, topic: &str, n: usize) -> f64 {
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut count = 0;
@@ -84,7 +116,12 @@ fn bare_consume(brokers: &str, topic: &str, n: usize) -> f64 {
 }
 
 /// (velo sink, bare producer, velo source, bare consumer), each `reps` times.
-pub(crate) fn run(rt: &tokio::runtime::Runtime, brokers: &str, n: usize, reps: usize) -> (Measure, Measure, Measure, Measure) {
+pub(crate) fn run(
+    rt: &tokio::runtime::Runtime,
+    brokers: &str,
+    n: usize,
+    reps: usize,
+) -> (Measure, Measure, Measure, Measure) {
     let batch = records(n);
     let mut topics = Vec::new();
     let mut sink_runs = Vec::new();
@@ -96,7 +133,11 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, brokers: &str, n: usize, reps: u
         control(&format!("create_topic {bare} {PARTITIONS}"));
         let t = Instant::now();
         rt.block_on(async {
-            let sink = DataSourceRegistry::with_plugins().create_sink(&format!("kafka://{brokers}/{ours}")).await.unwrap();
+            let uri = format!("kafka://{brokers}/{ours}?kafka.sticky.partitioning.linger.ms=0");
+            let sink = DataSourceRegistry::with_plugins()
+                .create_sink(&uri)
+                .await
+                .unwrap();
             let mut w = sink.create_writer().await.unwrap();
             for chunk in batch.chunks(10_000) {
                 w.write_batch(chunk).await.unwrap();
@@ -107,6 +148,13 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, brokers: &str, n: usize, reps: u
         let t = Instant::now();
         bare_produce(brokers, &bare, n);
         bare_p_runs.push(t.elapsed().as_secs_f64());
+        for topic in [&ours, &bare] {
+            let (low, high) = watermarks(brokers, topic);
+            assert!(
+                low == 0 && high == n as i64,
+                "{topic}: watermarks sum to low {low}, high {high}, for {n} messages produced"
+            );
+        }
         topics.push(ours);
     }
     let mut source_runs = Vec::new();
@@ -114,8 +162,17 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, brokers: &str, n: usize, reps: u
     for (rep, topic) in topics.iter().enumerate() {
         let t = Instant::now();
         let read = rt.block_on(async {
-            let uri = format!("kafka://{brokers}/{topic}?bounded=true&format=raw&group_id=velo-bench-{rep}-{}", std::process::id());
-            let mut r = DataSourceRegistry::with_plugins().create_source(&uri).await.unwrap().create_reader().await.unwrap();
+            let uri = format!(
+                "kafka://{brokers}/{topic}?bounded=true&format=raw&group_id=velo-bench-{rep}-{}",
+                std::process::id()
+            );
+            let mut r = DataSourceRegistry::with_plugins()
+                .create_source(&uri)
+                .await
+                .unwrap()
+                .create_reader()
+                .await
+                .unwrap();
             let mut count = 0;
             while r.has_more().await.unwrap() {
                 count += r.read_batch(10_000).await.unwrap().len();
@@ -132,7 +189,11 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, brokers: &str, n: usize, reps: u
     (
         measure("velo Kafka sink (JSON records)", "records", (sink_runs, nf)),
         measure("bare BaseProducer loop", "records", (bare_p_runs, nf)),
-        measure("velo Kafka source (bounded, raw)", "records", (source_runs, nf)),
+        measure(
+            "velo Kafka source (bounded, raw)",
+            "records",
+            (source_runs, nf),
+        ),
         measure("bare BaseConsumer loop", "records", (bare_c_runs, nf)),
     )
 }

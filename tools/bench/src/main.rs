@@ -69,6 +69,8 @@ struct Args {
     markdown: PathBuf,
     velo: PathBuf,
     quick: bool,
+    /// Only the Kafka workloads (for working on them).
+    only_kafka: bool,
 }
 
 fn parse_args() -> Args {
@@ -77,6 +79,7 @@ fn parse_args() -> Args {
         markdown: "report.md".into(),
         velo: "velo".into(),
         quick: false,
+        only_kafka: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -85,6 +88,7 @@ fn parse_args() -> Args {
             "--markdown" => a.markdown = it.next().unwrap_or_default().into(),
             "--velo" => a.velo = it.next().unwrap_or_default().into(),
             "--quick" => a.quick = true,
+            "--only-kafka" => a.only_kafka = true,
             other => {
                 eprintln!("velo-bench: unknown argument {other}");
                 std::process::exit(2);
@@ -296,6 +300,31 @@ fn main() {
         .unwrap();
     let mut comparisons = Vec::new();
 
+    if !args.only_kafka {
+        file_workloads(&args, &rt, &dir, reps, rows, &mut comparisons);
+    }
+    // Kafka: our source and sink next to bare rdkafka loops, same broker, same messages.
+    kafka_workloads(&args, &rt, &mut comparisons);
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = Report {
+        date: chrono_like_now(),
+        machine: machine(),
+        quick: args.quick,
+        repetitions: reps,
+        comparisons,
+    };
+    std::fs::write(&args.json, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
+    std::fs::write(&args.markdown, markdown(&report)).unwrap();
+}
+
+fn file_workloads(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    reps: usize,
+    rows: usize,
+    comparisons: &mut Vec<Comparison>,
+) {
     // CSV: typed records vs raw ByteRecord parsing vs a HashMap<String,String> per record.
     let csv_path = dir.join("trades.csv");
     write_trades_csv(&csv_path, rows);
@@ -304,7 +333,7 @@ fn main() {
     let ours = measure(
         "velo file source (typed)",
         "records",
-        time(reps, || velo_read_all(&rt, &uri)),
+        time(reps, || velo_read_all(rt, &uri)),
     );
     let raw = measure(
         "csv::ByteRecord",
@@ -351,7 +380,7 @@ fn main() {
     let ours_again = measure(
         "velo file source (typed)",
         "records",
-        time(reps, || velo_read_all(&rt, &uri)),
+        time(reps, || velo_read_all(rt, &uri)),
     );
     comparisons.push(compare(
         "CSV → typed records vs guide's HashMap reader",
@@ -370,7 +399,7 @@ fn main() {
     let ours = measure(
         "velo file source (typed)",
         "records",
-        time(reps, || velo_read_all(&rt, &uri)),
+        time(reps, || velo_read_all(rt, &uri)),
     );
     let base = measure(
         "serde_json::Value per line",
@@ -449,7 +478,7 @@ fn main() {
     // Tail latency, append → record.
     eprintln!("velo-bench: tail_latency");
     let lines = if args.quick { 500 } else { 2000 };
-    let mut lat = tail_latency(&rt, &dir, lines);
+    let mut lat = tail_latency(rt, dir, lines);
     let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
     let tail = Measure {
         name: "append → record latency".into(),
@@ -468,30 +497,37 @@ fn main() {
     );
     c.met = Some(p99 < 50.0);
     comparisons.push(c);
+}
 
-    // Kafka: our source and sink next to bare rdkafka loops, same broker, same messages.
+fn kafka_workloads(args: &Args, rt: &tokio::runtime::Runtime, comparisons: &mut Vec<Comparison>) {
     match std::env::var("VELO_TEST_KAFKA_BROKERS") {
         Ok(brokers) => {
             let messages = if args.quick { 200_000 } else { 1_000_000 };
             let kreps = if args.quick { 1 } else { 3 };
             eprintln!("velo-bench: kafka ({messages} messages of 100 bytes)");
-            let (sink, bare_producer, source, bare_consumer) = kafka::run(&rt, &brokers, messages, kreps);
-            comparisons.push(compare("Kafka sink", sink, Some(bare_producer), "≥ 0.9× bare rdkafka producer", Some(0.9), "idempotent, acks=all, linger 5 ms"));
-            comparisons.push(compare("Kafka source", source, Some(bare_consumer), "≥ 0.9× bare rdkafka consumer", Some(0.9), "format=raw, bounded"));
+            let (sink, bare_producer, source, bare_consumer) =
+                kafka::run(rt, &brokers, messages, kreps);
+            comparisons.push(compare(
+                "Kafka sink",
+                sink,
+                Some(bare_producer),
+                "≥ 0.9× bare rdkafka producer",
+                Some(0.9),
+                "idempotent, acks=all, linger 5 ms",
+            ));
+            comparisons.push(compare(
+                "Kafka source",
+                source,
+                Some(bare_consumer),
+                "≥ 0.9× bare rdkafka consumer",
+                Some(0.9),
+                "format=raw, bounded",
+            ));
         }
-        Err(_) => eprintln!("velo-bench: VELO_TEST_KAFKA_BROKERS is not set; run through `cargo xtask bench` to include Kafka"),
+        Err(_) => eprintln!(
+            "velo-bench: VELO_TEST_KAFKA_BROKERS is not set; run through `cargo xtask bench` to include Kafka"
+        ),
     }
-
-    let _ = std::fs::remove_dir_all(&dir);
-    let report = Report {
-        date: chrono_like_now(),
-        machine: machine(),
-        quick: args.quick,
-        repetitions: reps,
-        comparisons,
-    };
-    std::fs::write(&args.json, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
-    std::fs::write(&args.markdown, markdown(&report)).unwrap();
 }
 
 fn machine() -> String {

@@ -96,7 +96,7 @@ mod connector {
     use velo_kafka as _;
 
     /// Produces `n` JSON messages `{"n": i}` with an independent client (no velo code).
-    fn produce(topic: &str, n: usize, partition: Option<i32>) {
+    pub(super) fn produce(topic: &str, n: usize, partition: Option<i32>) {
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
             .set("bootstrap.servers", kafka_brokers())
             .set("enable.idempotence", "true")
@@ -285,6 +285,70 @@ mod connector {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_payload_fails_after_the_good_ones_or_is_skipped() {
+        let topic = unique("bad");
+        produce(&topic, 3, Some(0));
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", kafka_brokers())
+            .create()
+            .unwrap();
+        producer
+            .send(
+                BaseRecord::<(), str>::to(&topic)
+                    .partition(0)
+                    .payload("not json"),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        drop(producer);
+        produce(&topic, 2, Some(0)); // offsets 4 and 5, n = 0 and 1 again
+
+        // fail: the three good records first, then an error that names the place,
+        // every time; the position stays on the bad record.
+        let mut r = reader(&uri(
+            &topic,
+            &format!("group_id={}&bounded=true", unique("g")),
+        ))
+        .await;
+        let mut good = Vec::new();
+        let err = loop {
+            match r.read_batch(100).await {
+                Ok(batch) => good.extend(batch),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(ns(&good), [0, 1, 2]);
+        assert!(
+            err.to_string().contains(&format!("{topic}/0@3"))
+                && err.to_string().contains("invalid JSON"),
+            "{err}"
+        );
+        assert!(r.read_batch(100).await.is_err(), "the reader stays failed");
+        let pos = r.position().unwrap();
+        assert_eq!(
+            pos.offsets,
+            vec![SourceOffset::Kafka {
+                topic: topic.clone(),
+                partition: 0,
+                offset: 3
+            }]
+        );
+
+        // skip: everything else arrives.
+        let mut r = reader(&uri(
+            &topic,
+            &format!("group_id={}&bounded=true&errors=skip", unique("g")),
+        ))
+        .await;
+        let mut all = Vec::new();
+        while r.has_more().await.unwrap() {
+            all.extend(r.read_batch(100).await.unwrap());
+        }
+        assert_eq!(ns(&all), [0, 1, 2, 0, 1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sink_writes_keys_headers_and_json_that_the_source_reads_back() {
         let dir = std::env::temp_dir().join(unique("sink-in"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -368,7 +432,7 @@ mod group {
     async fn two_readers_split_a_group_and_one_takes_over() {
         let topic = unique("group");
         let total = 4000;
-        super::connector_produce(&topic, total);
+        super::connector::produce(&topic, total as usize, None);
         let u = format!(
             "kafka://{}/{topic}?group_id={}&kafka.session.timeout.ms=6000&poll_timeout=300ms&commit_interval=0s",
             kafka_brokers(),
@@ -409,22 +473,4 @@ mod group {
             &twice[..twice.len().min(5)]
         );
     }
-}
-
-/// Produces `n` JSON messages spread over the topic's partitions by key.
-fn connector_produce(topic: &str, n: i64) {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
-        .create()
-        .unwrap();
-    for i in 0..n {
-        let payload = format!("{{\"n\":{i}}}");
-        let key = format!("k{i}");
-        producer
-            .send(BaseRecord::to(topic).payload(&payload).key(&key))
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
 }

@@ -227,6 +227,9 @@ struct State {
     bytes: u64,
     /// High watermarks per partition, kept current by the statistics callback.
     highs: Highs,
+    /// A bad record met under `errors=fail`: its location and reason.
+    /// Messages after it were taken from the consumer, so the reader stops here.
+    failed: Option<(String, String)>,
 }
 
 /// Reads records from Kafka; see the crate docs for the commit protocol.
@@ -287,6 +290,7 @@ impl KafkaReader {
             lag: 0,
             bytes: 0,
             highs,
+            failed: None,
         };
         Ok(KafkaReader {
             state: Some(state),
@@ -415,6 +419,14 @@ impl State {
         Ok(())
     }
 
+    /// The error of a bad record met under `errors=fail`, once it is reported.
+    fn check_failed(&self) -> Result<()> {
+        match &self.failed {
+            Some((location, message)) => Err(Error::decode(location.clone(), message.clone())),
+            None => Ok(()),
+        }
+    }
+
     /// Whether a bounded read has reached every target.
     fn done(&self) -> bool {
         let Some(targets) = &self.targets else {
@@ -429,6 +441,7 @@ impl State {
     }
 
     fn poll(&mut self, max: usize) -> Result<Vec<StreamRecord>> {
+        self.check_failed()?;
         self.start()?;
         let deadline = Instant::now() + self.opts.poll_timeout;
         let mut out = Vec::with_capacity(max.min(8192));
@@ -505,6 +518,9 @@ impl State {
         }
         self.decode(payloads, now, &mut out)?;
         self.update_lag();
+        if out.is_empty() {
+            self.check_failed()?;
+        }
         Ok(out)
     }
 
@@ -530,6 +546,8 @@ impl State {
             self.decoder = Some(JsonLinesDecoder::new(inferred.schema, false));
         }
         let mut frames = Vec::with_capacity(1);
+        // Positions move for records handed out (or skipped), applied once per batch.
+        let mut advanced: Vec<((String, i32), i64)> = Vec::with_capacity(raws.len().min(1024));
         for raw in raws {
             self.bytes += raw.payload.len() as u64;
             let values = match self.opts.format {
@@ -551,7 +569,6 @@ impl State {
                     }
                 }
             };
-            let location = format!("{}/{}@{}", raw.topic, raw.partition, raw.offset);
             match values {
                 Ok(values) => {
                     let mut record = StreamRecord::from_parts_at(self.schema.clone(), values, now);
@@ -569,8 +586,12 @@ impl State {
                 }
                 Err(message) => {
                     self.bad += 1;
+                    let location = format!("{}/{}@{}", raw.topic, raw.partition, raw.offset);
                     if self.opts.errors == BadRecordPolicy::Fail {
-                        return Err(Error::decode(location, message));
+                        // The good records before it are handed out; the position
+                        // stays on the bad one, and every later read reports it.
+                        self.failed = Some((location, message));
+                        break;
                     }
                     if self.bad == 1 || self.bad.is_multiple_of(1000) {
                         tracing::warn!(
@@ -580,9 +601,10 @@ impl State {
                     }
                 }
             }
-            if let Ok(mut p) = self.positions.lock() {
-                p.insert((raw.topic, raw.partition), raw.offset + 1);
-            }
+            advanced.push(((raw.topic, raw.partition), raw.offset + 1));
+        }
+        if let Ok(mut p) = self.positions.lock() {
+            p.extend(advanced);
         }
         Ok(())
     }

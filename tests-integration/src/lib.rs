@@ -27,6 +27,60 @@ pub fn pg_url() -> String {
     endpoint("VELO_TEST_PG_URL")
 }
 
+/// Runs `sql` with `psql` (an independent client) against the test
+/// PostgreSQL and returns its unaligned, tuples-only output. Panics with
+/// psql's message when a statement fails.
+pub fn psql(sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &pg_url(),
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql runs (install postgresql-client)");
+    assert!(
+        out.status.success(),
+        "psql failed: {}\nSQL: {}",
+        String::from_utf8_lossy(&out.stderr),
+        &sql[..sql.len().min(500)]
+    );
+    String::from_utf8(out.stdout).expect("psql prints UTF-8")
+}
+
+/// Runs a file of SQL with `psql -f` (for large scripts).
+pub fn psql_file(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &pg_url(),
+            "-f",
+        ])
+        .arg(path)
+        .output()
+        .expect("psql runs (install postgresql-client)");
+    assert!(
+        out.status.success(),
+        "psql -f {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("psql prints UTF-8")
+}
+
 /// The S3 test server.
 #[derive(Debug, Clone)]
 pub struct S3 {

@@ -1,30 +1,9 @@
 //! Smoke test of PostgreSQL with its own client (psql): logical replication works.
 
-use std::process::Command;
-
-use tests_integration::{pg_url, unique};
+use tests_integration::unique;
 
 fn psql(sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            &pg_url(),
-            "-X",
-            "-q",
-            "-t",
-            "-A",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("psql is installed (postgresql-client)");
-    assert!(
-        out.status.success(),
-        "psql failed on `{sql}`: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    tests_integration::psql(sql).trim().to_owned()
 }
 
 #[test]

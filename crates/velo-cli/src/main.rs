@@ -25,6 +25,8 @@ use progress::Progress;
 use velo_file as _;
 #[cfg(feature = "kafka")]
 use velo_kafka as _;
+#[cfg(feature = "postgres")]
+use velo_pg_cdc as _;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

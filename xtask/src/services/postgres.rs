@@ -123,10 +123,15 @@ pub(super) fn start() -> Result<Service> {
         .ok_or("postmaster.pid is missing after start")?;
     Ok(Service {
         kind: ServiceKind::Postgres,
-        env: vec![(
-            "VELO_TEST_PG_URL".into(),
-            format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
-        )],
+        env: vec![
+            (
+                "VELO_TEST_PG_URL".into(),
+                format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
+            ),
+            // For tests that restart the server (pg_ctl -D DATA restart).
+            ("VELO_TEST_PG_DATA".into(), data.display().to_string()),
+            ("VELO_TEST_PG_BIN".into(), bin.display().to_string()),
+        ],
         pids: vec![pid],
         ports: vec![port],
         data_dir: Some(dir),

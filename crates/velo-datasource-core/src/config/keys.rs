@@ -318,22 +318,32 @@ pub const POSTGRES_KEYS: &[KeySpec] = &[
     k(
         "mode",
         &["cdc_mode"],
-        "cdc (logical replication) or polling",
+        "cdc (logical replication, default) or poll",
     ),
     k(
         "slot",
         &["slot_name", "replication_slot"],
-        "replication slot (default velo_<table>)",
+        "replication slot (default velo_cdc_<table>)",
     ),
     k(
         "publication",
         &["publication_name"],
-        "publication (default velo_<table>)",
+        "publication (default velo_cdc_<table>)",
     ),
     k(
         "snapshot",
         &["initial_snapshot"],
         "take a consistent snapshot first (default false)",
+    ),
+    k(
+        "drop_slot",
+        &[],
+        "drop the slot and publication when the reader closes (default false)",
+    ),
+    k(
+        "until",
+        &[],
+        "cdc: stop at `current` (the WAL position at start) or an LSN; poll: `end`",
     ),
     k(
         "heartbeat_interval",
@@ -365,7 +375,17 @@ pub const POSTGRES_KEYS: &[KeySpec] = &[
     k(
         "write_mode",
         &["operation"],
-        "sink: insert, upsert or delete",
+        "sink: insert, upsert (default) or delete; CDC records say their own",
+    ),
+    k(
+        "store_positions",
+        &[],
+        "sink: store source positions in velo_positions, in the same transaction",
+    ),
+    k(
+        "positions_table",
+        &[],
+        "sink: table for source positions (implies store_positions)",
     ),
 ];
 

@@ -1,7 +1,9 @@
 //! The delivery protocol, in one place.
 //!
 //! Each batch: read → write → flush → sink commit → save the source position
-//! → reader commit. A position is saved only for records the sink has
+//! → reader commit. Sinks that can store the position in their own
+//! transaction (`commit_with_position`) get it there, and a restart resumes
+//! from what they stored: exactly-once. A position is saved only for records the sink has
 //! durably accepted, so a crash at any point loses nothing and repeats at
 //! most the batch in flight (at-least-once). A clean stop (end of a bounded
 //! source, SIGINT, SIGTERM) commits, checkpoints and closes both ends, so the
@@ -72,18 +74,31 @@ pub(crate) async fn run(
     let started = Instant::now();
     let mut summary = Summary::default();
     let mut reader = source.create_reader().await?;
-    let mut total = 0;
-    if let Some(cp) = checkpoint {
-        tracing::info!(records = cp.records, "resuming from checkpoint");
-        reader.restore(cp.position).await?;
-        total = cp.records;
-        summary.resumed_from = Some(cp.records);
-    }
     let mut writer = sink.create_writer().await?;
+    let mut total = 0;
+    // A sink that stores positions with its data knows best where it is.
+    let stored = writer.committed_position().await?;
+    let mut positions_in_sink = true;
+    match (checkpoint, stored) {
+        (checkpoint, Some(position)) => {
+            tracing::info!("resuming from the position stored in the sink");
+            reader.restore(position).await?;
+            total = checkpoint.map_or(0, |cp| cp.records);
+            summary.resumed_from = Some(total);
+        }
+        (Some(cp), None) => {
+            tracing::info!(records = cp.records, "resuming from checkpoint");
+            reader.restore(cp.position).await?;
+            total = cp.records;
+            summary.resumed_from = Some(cp.records);
+        }
+        (None, None) => {}
+    }
     let records_in = metrics::counter!("velo_pipeline_records_in_total");
     let records_out = metrics::counter!("velo_pipeline_records_out_total");
     let batches = metrics::histogram!("velo_pipeline_batch_seconds");
     opts.progress.start(reader.lag());
+    let mut last_saved: Option<velo_datasource_core::SourcePosition> = None;
 
     loop {
         if opts.stop.load(Ordering::SeqCst) {
@@ -102,16 +117,26 @@ pub(crate) async fn run(
             if !reader.has_more().await? {
                 break;
             }
+            // A position that moved without records (a CDC heartbeat past
+            // idle WAL) is saved and committed like any other.
+            let position = reader.position()?;
+            if !position.is_empty() && last_saved.as_ref() != Some(&position) {
+                save_checkpoint(&opts, position.clone(), total).await?;
+                reader.commit().await?;
+                last_saved = Some(position);
+            }
             opts.progress.update(0, reader.lag());
             continue;
         }
         records_in.increment(batch.len() as u64);
         writer.write_batch(&batch).await?;
         writer.flush().await?;
-        writer.commit().await?;
+        commit_sink(writer.as_mut(), reader.position()?, &mut positions_in_sink).await?;
         total += batch.len() as u64;
         summary.records += batch.len() as u64;
-        save_checkpoint(&opts, reader.position()?, total).await?;
+        let position = reader.position()?;
+        save_checkpoint(&opts, position.clone(), total).await?;
+        last_saved = Some(position);
         reader.commit().await?;
         records_out.increment(batch.len() as u64);
         batches.record(batch_started.elapsed().as_secs_f64());
@@ -122,7 +147,7 @@ pub(crate) async fn run(
     }
 
     // A clean stop: everything written is committed, positioned and closed.
-    writer.commit().await?;
+    commit_sink(writer.as_mut(), reader.position()?, &mut positions_in_sink).await?;
     save_checkpoint(&opts, reader.position()?, total).await?;
     reader.commit().await?;
     writer.close().await?;
@@ -131,6 +156,22 @@ pub(crate) async fn run(
     summary.total_records = total;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Commits the sink, with the source position in the same transaction where
+/// the sink can store it (exactly-once); plain `commit` otherwise.
+async fn commit_sink(
+    writer: &mut dyn velo_datasource_core::DataWriter,
+    position: velo_datasource_core::SourcePosition,
+    positions_in_sink: &mut bool,
+) -> Result<()> {
+    if *positions_in_sink {
+        match writer.commit_with_position(&position).await {
+            Err(Error::Unsupported { .. }) => *positions_in_sink = false,
+            other => return other,
+        }
+    }
+    writer.commit().await
 }
 
 async fn save_checkpoint(

@@ -204,6 +204,16 @@ impl CdcReader {
             }
             self.connect_stream().await?;
         }
+        if self.stop_at.is_some() {
+            // A bounded read of an idle table ends on this message, past the stop LSN.
+            db::execute(
+                &mut conn,
+                "SELECT pg_catalog.pg_logical_emit_message(false, $1, '')",
+                vec![Bind::Text(HEARTBEAT_PREFIX.to_owned())],
+            )
+            .await
+            .map_err(|e| sql_error(&opts.endpoint, "emitting a heartbeat", e))?;
+        }
         let _ = conn.close().await;
         self.spawn_heartbeat();
         self.started = true;
@@ -437,6 +447,10 @@ impl CdcReader {
             } => self.logical_message(transactional, Lsn(lsn.0), &prefix),
             ReplicationEvent::KeepAlive { wal_end, .. } => {
                 self.wal_end = self.wal_end.max(Lsn(wal_end.0));
+                // Everything up to wal_end was sent: a bounded read may end.
+                if self.stop_at.is_some_and(|stop| self.wal_end >= stop) && self.txn.is_none() {
+                    self.ended = true;
+                }
             }
             ReplicationEvent::StoppedAt { reached } => {
                 tracing::info!(reached = %Lsn(reached.0), "reached the stop LSN");
@@ -484,19 +498,25 @@ impl CdcReader {
     }
 
     fn logical_message(&mut self, transactional: bool, lsn: Lsn, prefix: &str) {
+        if !transactional && self.txn.is_none() && self.stop_at.is_some_and(|stop| lsn >= stop) {
+            // Messages come in WAL order: every commit before the stop LSN was sent.
+            self.ended = true;
+        }
         if prefix != HEARTBEAT_PREFIX || transactional {
             tracing::debug!(prefix, %lsn, transactional, "logical message (not a change, skipped)");
             return;
         }
         // Every transaction committed before the heartbeat was sent before
-        // it; when all of them are committed by the pipeline too, the slot
-        // may move up to the heartbeat, so idle tables do not pin WAL.
+        // it; when all of them are committed by the pipeline too, the
+        // position may move up to the heartbeat, so idle tables do not pin WAL.
         let idle = self.txn.is_none()
             && self.queue.is_empty()
             && self.delivered == self.committed
             && self.snapshot.is_none()
             && lsn > self.committed.lsn;
         if idle {
+            // The position moves; the runner saves it and calls commit(),
+            // which acknowledges it, as for any record.
             let pos = CdcPosition {
                 lsn,
                 partial: None,
@@ -504,10 +524,6 @@ impl CdcReader {
             };
             self.stream_pos = pos;
             self.delivered = pos;
-            self.committed = pos;
-            if let Some(client) = &self.client {
-                client.update_applied_lsn(pgwire_replication::Lsn(lsn.0));
-            }
         }
     }
 

@@ -447,6 +447,7 @@ impl CdcReader {
             } => self.logical_message(transactional, Lsn(lsn.0), &prefix),
             ReplicationEvent::KeepAlive { wal_end, .. } => {
                 self.wal_end = self.wal_end.max(Lsn(wal_end.0));
+                self.advance_if_idle(Lsn(wal_end.0));
                 // Everything up to wal_end was sent: a bounded read may end.
                 if self.stop_at.is_some_and(|stop| self.wal_end >= stop) && self.txn.is_none() {
                     self.ended = true;
@@ -506,17 +507,24 @@ impl CdcReader {
             tracing::debug!(prefix, %lsn, transactional, "logical message (not a change, skipped)");
             return;
         }
-        // Every transaction committed before the heartbeat was sent before
-        // it; when all of them are committed by the pipeline too, the
-        // position may move up to the heartbeat, so idle tables do not pin WAL.
+        self.advance_if_idle(lsn);
+    }
+
+    /// Moves the position to `lsn` when everything delivered is committed
+    /// and no transaction is open. The server sends every transaction that
+    /// commits before a heartbeat message (or before a keepalive's WAL end)
+    /// ahead of it, so nothing of ours lies in between; confirming it lets
+    /// the server recycle WAL while our tables are idle, and lets it shut
+    /// down (a server waits for its logical walsenders to be confirmed up to
+    /// the end before it stops). The runner saves the new position and calls
+    /// `commit()`, which acknowledges it, as for a record.
+    fn advance_if_idle(&mut self, lsn: Lsn) {
         let idle = self.txn.is_none()
             && self.queue.is_empty()
             && self.delivered == self.committed
             && self.snapshot.is_none()
             && lsn > self.committed.lsn;
         if idle {
-            // The position moves; the runner saves it and calls commit(),
-            // which acknowledges it, as for any record.
             let pos = CdcPosition {
                 lsn,
                 partial: None,

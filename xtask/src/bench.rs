@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: every workload next to its baseline, in one run.
 //!
 //! The measurements are made by the `velo-bench` harness (built in release),
-//! with the Kafka-protocol broker started as for `itest`;
+//! with the Kafka-protocol broker and PostgreSQL started as for `itest`;
 //! this module runs it, keeps its JSON, and renders the Markdown table to
 //! stdout and `target/bench/report.md`.
 
@@ -43,10 +43,13 @@ pub(crate) fn run(quick: bool) -> Result<ExitCode> {
     if quick {
         cmd.arg("--quick");
     }
-    // The Kafka workloads need the broker, started like `itest` starts it.
+    // The Kafka and PostgreSQL workloads need their services, started like `itest` starts them.
     let running = crate::services::up(
         crate::services::Mode::Native,
-        &[crate::services::ServiceKind::Kafka],
+        &[
+            crate::services::ServiceKind::Kafka,
+            crate::services::ServiceKind::Postgres,
+        ],
     )?;
     for (k, v) in running.env() {
         cmd.env(k, v);

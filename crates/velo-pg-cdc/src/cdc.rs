@@ -840,7 +840,10 @@ impl DataReader for CdcReader {
             let target = self.committed.lsn.0;
             let metrics = client.metrics();
             let waited = Instant::now();
+            // (A stream that reached `until` has already stopped: nothing to wait for;
+            // the next run confirms the saved position when it starts.)
             while target > 0
+                && client.is_running()
                 && metrics.last_applied_lsn().0 < target
                 && waited.elapsed() < self.opts.status_interval * 3
             {

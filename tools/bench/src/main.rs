@@ -16,6 +16,7 @@ use velo_file as _;
 use velo_kafka as _;
 
 mod kafka;
+mod pg;
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Measure {
@@ -69,8 +70,8 @@ struct Args {
     markdown: PathBuf,
     velo: PathBuf,
     quick: bool,
-    /// Only the Kafka workloads (for working on them).
-    only_kafka: bool,
+    /// Only this group of workloads (`file`, `kafka`, `postgres`), for working on them.
+    only: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -79,7 +80,7 @@ fn parse_args() -> Args {
         markdown: "report.md".into(),
         velo: "velo".into(),
         quick: false,
-        only_kafka: false,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -88,7 +89,8 @@ fn parse_args() -> Args {
             "--markdown" => a.markdown = it.next().unwrap_or_default().into(),
             "--velo" => a.velo = it.next().unwrap_or_default().into(),
             "--quick" => a.quick = true,
-            "--only-kafka" => a.only_kafka = true,
+            "--only-kafka" => a.only = Some("kafka".into()),
+            "--only" => a.only = it.next(),
             other => {
                 eprintln!("velo-bench: unknown argument {other}");
                 std::process::exit(2);
@@ -300,11 +302,17 @@ fn main() {
         .unwrap();
     let mut comparisons = Vec::new();
 
-    if !args.only_kafka {
+    let wanted = |group: &str| args.only.as_deref().is_none_or(|only| only == group);
+    if wanted("file") {
         file_workloads(&args, &rt, &dir, reps, rows, &mut comparisons);
     }
     // Kafka: our source and sink next to bare rdkafka loops, same broker, same messages.
-    kafka_workloads(&args, &rt, &mut comparisons);
+    if wanted("kafka") {
+        kafka_workloads(&args, &rt, &mut comparisons);
+    }
+    if wanted("postgres") {
+        postgres_workloads(&args, &rt, &mut comparisons);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let report = Report {
         date: chrono_like_now(),
@@ -499,6 +507,35 @@ fn file_workloads(
     comparisons.push(c);
 }
 
+fn postgres_workloads(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    comparisons: &mut Vec<Comparison>,
+) {
+    match std::env::var("VELO_TEST_PG_URL") {
+        Ok(url) => {
+            let rows = if args.quick { 100_000 } else { 300_000 };
+            let reps = if args.quick { 2 } else { 3 };
+            eprintln!("velo-bench: PostgreSQL CDC ({rows} inserts)");
+            let (ours, bare) = pg::run(rt, &url, rows, reps);
+            let rate = ours.rate();
+            let mut c = compare(
+                "PostgreSQL CDC",
+                ours,
+                Some(bare),
+                "≥ 0.8× pg_recvlogical and > 100k changes/s",
+                Some(0.8),
+                "pgoutput decoded to records vs pg_recvlogical to /dev/null; same WAL, slot per run",
+            );
+            c.met = c.met.map(|m| m && rate > 100_000.0);
+            comparisons.push(c);
+        }
+        Err(_) => eprintln!(
+            "velo-bench: VELO_TEST_PG_URL is not set; run through `cargo xtask bench` to include PostgreSQL"
+        ),
+    }
+}
+
 fn kafka_workloads(args: &Args, rt: &tokio::runtime::Runtime, comparisons: &mut Vec<Comparison>) {
     match std::env::var("VELO_TEST_KAFKA_BROKERS") {
         Ok(brokers) => {
@@ -611,6 +648,6 @@ fn markdown(r: &Report) -> String {
             c.workload, c.target, c.note
         ));
     }
-    s.push_str("\nNot measured yet: PostgreSQL CDC and S3 workloads (their connectors are not built yet).\n");
+    s.push_str("\nNot measured yet: S3 (its connector is not built yet).\n");
     s
 }

@@ -310,6 +310,41 @@ pub const S3_KEYS: &[KeySpec] = &[
     k("roll.size", &[], "sink: bytes per object"),
     k("roll.records", &[], "sink: records per object"),
     k("roll.interval", &[], "sink: time per object"),
+    k(
+        "until",
+        &[],
+        "`end`: read what the first listing finds, then stop",
+    ),
+    k(
+        "boundary_keys",
+        &[],
+        "incremental: keys re-checked behind the cursor for rewrites and late arrivals (default 100)",
+    ),
+    k(
+        "on_rewrite",
+        &[],
+        "reread (default) or skip an object whose ETag changed",
+    ),
+    k(
+        "file_prefix",
+        &[],
+        "sink: object name prefix (default part)",
+    ),
+    k("schema", &[], "fixed schema, e.g. `id:integer,name:string`"),
+    k("quote", &[], "CSV quote character"),
+    k("sample_rows", &[], "rows sampled for schema inference"),
+    k(
+        "virtual_hosted_style",
+        &[],
+        "S3: bucket in the host name instead of the path",
+    ),
+    k(
+        "service_account_path",
+        &[],
+        "GCS: service account JSON file",
+    ),
+    k("account", &[], "Azure: storage account"),
+    k("access_key", &[], "Azure: account key"),
 ];
 
 /// Keys of `postgresql://` sources and sinks (libpq parameters stay in the connection string).

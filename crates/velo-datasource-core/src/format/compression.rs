@@ -155,6 +155,18 @@ impl<W: Write> CompressWriter<W> {
             Inner::Zstd(w) => w.get_ref(),
         }
     }
+
+    /// The inner writer, to take compressed bytes out as they are produced
+    /// (a streaming upload) while compression goes on.
+    pub fn get_mut(&mut self) -> &mut W {
+        match &mut self.0 {
+            Inner::Plain(w) => w,
+            #[cfg(feature = "gzip")]
+            Inner::Gzip(w) => w.get_mut(),
+            #[cfg(feature = "zstd")]
+            Inner::Zstd(w) => w.get_mut(),
+        }
+    }
 }
 
 impl<W: Write> Write for CompressWriter<W> {

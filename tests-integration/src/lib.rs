@@ -96,6 +96,28 @@ pub struct S3 {
     pub secret_access_key: String,
 }
 
+/// Runs a Python script with boto3 (`VELO_TEST_S3_PYTHON`) against the
+/// test S3 server; the script gets `s3` (a boto3 client) and `bucket`.
+/// Returns its standard output.
+pub fn boto3(script: &str) -> String {
+    let cfg = s3();
+    let prelude = format!(
+        "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', region_name='{}', \
+         aws_access_key_id='{}', aws_secret_access_key='{}')\nbucket = '{}'\n",
+        cfg.endpoint, cfg.region, cfg.access_key_id, cfg.secret_access_key, cfg.bucket
+    );
+    let out = std::process::Command::new(endpoint("VELO_TEST_S3_PYTHON"))
+        .args(["-c", &format!("{prelude}{script}")])
+        .output()
+        .expect("python with boto3 runs");
+    assert!(
+        out.status.success(),
+        "boto3 script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
 /// The S3 test server (`VELO_TEST_S3_*`).
 pub fn s3() -> S3 {
     S3 {

@@ -27,6 +27,8 @@ use velo_file as _;
 use velo_kafka as _;
 #[cfg(feature = "postgres")]
 use velo_pg_cdc as _;
+#[cfg(feature = "s3")]
+use velo_s3 as _;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

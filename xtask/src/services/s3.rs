@@ -40,6 +40,11 @@ pub(super) fn start() -> Result<Service> {
                 "VELO_TEST_S3_SECRET_ACCESS_KEY".into(),
                 "velo-test-secret".into(),
             ),
+            // moto's virtualenv has boto3: an independent S3 client for tests and benchmarks.
+            (
+                "VELO_TEST_S3_PYTHON".into(),
+                moto.with_file_name("python3").display().to_string(),
+            ),
         ],
         pids: vec![child.id()],
         ports: vec![port],

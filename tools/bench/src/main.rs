@@ -17,6 +17,7 @@ use velo_kafka as _;
 
 mod kafka;
 mod pg;
+mod s3;
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Measure {
@@ -313,6 +314,9 @@ fn main() {
     if wanted("postgres") {
         postgres_workloads(&args, &rt, &mut comparisons);
     }
+    if wanted("s3") {
+        s3_workloads(&args, &rt, &mut comparisons);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let report = Report {
         date: chrono_like_now(),
@@ -536,6 +540,27 @@ fn postgres_workloads(
     }
 }
 
+fn s3_workloads(args: &Args, rt: &tokio::runtime::Runtime, comparisons: &mut Vec<Comparison>) {
+    if std::env::var("VELO_TEST_S3_ENDPOINT").is_err() {
+        eprintln!(
+            "velo-bench: VELO_TEST_S3_ENDPOINT is not set; run through `cargo xtask bench` to include S3"
+        );
+        return;
+    }
+    let objects = if args.quick { 60 } else { 200 };
+    let reps = if args.quick { 2 } else { 3 };
+    eprintln!("velo-bench: S3 ({objects} objects of ~190 KB)");
+    let (ours, bare) = s3::run(rt, objects, reps);
+    comparisons.push(compare(
+        "S3 source",
+        ours,
+        Some(bare),
+        "≥ 1.0× sequential boto3",
+        Some(1.0),
+        "JSONL decoded to records, 8 downloads ahead, vs boto3 bytes only; moto server",
+    ));
+}
+
 fn kafka_workloads(args: &Args, rt: &tokio::runtime::Runtime, comparisons: &mut Vec<Comparison>) {
     match std::env::var("VELO_TEST_KAFKA_BROKERS") {
         Ok(brokers) => {
@@ -648,6 +673,5 @@ fn markdown(r: &Report) -> String {
             c.workload, c.target, c.note
         ));
     }
-    s.push_str("\nNot measured yet: S3 (its connector is not built yet).\n");
     s
 }

@@ -42,6 +42,8 @@ enum Only {
     Postgres,
     /// Object-store tests, with the S3 server.
     S3,
+    /// ClickHouse tests, with ClickHouse.
+    Clickhouse,
 }
 
 #[derive(Debug, clap::Args)]
@@ -176,6 +178,7 @@ fn itest(only: &[Only], keep: bool, mode: Mode, cargo_args: &[String]) -> Result
         (Only::Kafka, ServiceKind::Kafka),
         (Only::Postgres, ServiceKind::Postgres),
         (Only::S3, ServiceKind::S3),
+        (Only::Clickhouse, ServiceKind::ClickHouse),
     ]
     .into_iter()
     .filter(|(o, _)| want(*o))
@@ -229,8 +232,36 @@ fn itest(only: &[Only], keep: bool, mode: Mode, cargo_args: &[String]) -> Result
                         "--test",
                         "kafka_faults",
                     ]),
-                    Only::Postgres => cmd.args(["-p", "tests-integration", "--test", "postgres"]),
-                    Only::S3 => cmd.args(["-p", "tests-integration", "--test", "s3"]),
+                    Only::Postgres => cmd.args([
+                        "-p",
+                        "tests-integration",
+                        "--test",
+                        "postgres",
+                        "--test",
+                        "pg_cdc",
+                        "--test",
+                        "pg_restart",
+                        "-p",
+                        "velo-pg-cdc",
+                    ]),
+                    Only::S3 => cmd.args([
+                        "-p",
+                        "tests-integration",
+                        "--test",
+                        "s3",
+                        "--test",
+                        "s3_connector",
+                        "-p",
+                        "velo-s3",
+                    ]),
+                    Only::Clickhouse => cmd.args([
+                        "-p",
+                        "tests-integration",
+                        "--test",
+                        "clickhouse",
+                        "-p",
+                        "velo-clickhouse",
+                    ]),
                 };
             }
         }

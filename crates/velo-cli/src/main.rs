@@ -21,6 +21,8 @@ use pipeline::PipelineOptions;
 use progress::Progress;
 
 // Name each linked connector once, so that the linker keeps its registration.
+#[cfg(feature = "clickhouse")]
+use velo_clickhouse as _;
 #[cfg(feature = "file")]
 use velo_file as _;
 #[cfg(feature = "kafka")]

@@ -19,6 +19,7 @@ pub(super) fn up(kinds: &[ServiceKind]) -> Result<Running> {
             ServiceKind::Kafka => "kafka",
             ServiceKind::Postgres => "postgres",
             ServiceKind::S3 => "s3",
+            ServiceKind::ClickHouse => "clickhouse",
         })
         .collect();
     let ok = compose()
@@ -47,6 +48,10 @@ pub(super) fn up(kinds: &[ServiceKind]) -> Result<Running> {
                     ("VELO_TEST_S3_REGION", "us-east-1"),
                     ("VELO_TEST_S3_ACCESS_KEY_ID", "velo-test-key"),
                     ("VELO_TEST_S3_SECRET_ACCESS_KEY", "velo-test-secret"),
+                ],
+                ServiceKind::ClickHouse => vec![
+                    ("VELO_TEST_CLICKHOUSE_URL", "http://127.0.0.1:18123"),
+                    ("VELO_TEST_CLICKHOUSE_TCP_PORT", "19001"),
                 ],
             };
             Service {

@@ -1,6 +1,7 @@
-//! The test services: PostgreSQL, a Kafka-protocol broker and an S3 server,
+//! The test services: PostgreSQL, a Kafka-protocol broker, an S3 server and ClickHouse,
 //! as local processes on loopback ports or as Docker containers.
 
+mod clickhouse;
 mod docker;
 mod kafka;
 mod postgres;
@@ -43,11 +44,16 @@ pub(crate) enum ServiceKind {
     Kafka,
     Postgres,
     S3,
+    ClickHouse,
 }
 
 impl ServiceKind {
-    pub(crate) const ALL: [ServiceKind; 3] =
-        [ServiceKind::Kafka, ServiceKind::Postgres, ServiceKind::S3];
+    pub(crate) const ALL: [ServiceKind; 4] = [
+        ServiceKind::Kafka,
+        ServiceKind::Postgres,
+        ServiceKind::S3,
+        ServiceKind::ClickHouse,
+    ];
 }
 
 /// One running service: how to reach it and how to stop it.
@@ -95,6 +101,7 @@ impl Running {
         for s in &self.services {
             match s.kind {
                 ServiceKind::Postgres => postgres::stop(s),
+                ServiceKind::ClickHouse => clickhouse::stop(s),
                 _ => {
                     for pid in &s.pids {
                         terminate(*pid);
@@ -153,6 +160,7 @@ pub(crate) fn up(mode: Mode, kinds: &[ServiceKind]) -> Result<Running> {
             ServiceKind::Postgres => postgres::start(),
             ServiceKind::Kafka => kafka::start(),
             ServiceKind::S3 => s3::start(),
+            ServiceKind::ClickHouse => clickhouse::start(),
         };
         match service {
             Ok(s) => {

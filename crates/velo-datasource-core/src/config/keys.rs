@@ -430,7 +430,32 @@ pub const CLICKHOUSE_KEYS: &[KeySpec] = &[
     k("database", &[], "database (default: the URI path)"),
     k("user", &["username"], "user name"),
     k("password", &[], "password"),
-    k("compression", &[], "none or gzip request bodies"),
+    k(
+        "compression",
+        &[],
+        "none or gzip request bodies (default gzip)",
+    ),
+    k(
+        "create_table",
+        &[],
+        "create the table from the record schema when missing",
+    ),
+    k(
+        "order_by",
+        &[],
+        "with create_table: MergeTree ORDER BY columns",
+    ),
+    k("secure", &["https"], "use HTTPS"),
+    k(
+        "timeout",
+        &["request_timeout"],
+        "longest one insert may take (default 60s)",
+    ),
+    k(
+        "retry_for",
+        &[],
+        "how long a failing insert is retried (default 5m)",
+    ),
 ];
 
 /// Key prefixes passed through as they are (client-library settings).

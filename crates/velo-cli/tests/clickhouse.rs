@@ -1,0 +1,135 @@
+//! `velo pipe` into the ClickHouse that `cargo xtask itest` starts, checked
+//! with `clickhouse-client` (which shares no code with the sink). The test
+//! that stops the server lives in `clickhouse_restart.rs`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use assert_cmd::cargo::CommandCargoExt;
+
+fn env(var: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| panic!("{var} is not set: run these tests through `cargo xtask itest`"))
+}
+
+fn client(query: &str) -> String {
+    let out = Command::new("clickhouse-client")
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &env("VELO_TEST_CLICKHOUSE_TCP_PORT"),
+            "--query",
+            query,
+        ])
+        .output()
+        .expect("clickhouse-client runs");
+    assert!(
+        out.status.success(),
+        "clickhouse-client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn sink(table: &str, params: &str) -> String {
+    let base = env("VELO_TEST_CLICKHOUSE_URL").replace("http://", "clickhouse://");
+    format!("{base}/default?table={table}{params}")
+}
+
+fn trades_csv(dir: &Path, n: usize) -> std::path::PathBuf {
+    let path = dir.join("trades.csv");
+    let mut body = String::from("id,symbol,price,qty,ts\n");
+    for i in 0..n {
+        body.push_str(&format!(
+            "{i},S{},{}.{:02},{},2024-01-{:02}T{:02}:{:02}:{:02}Z\n",
+            i % 7,
+            100 + i % 50,
+            i % 100,
+            i % 13 + 1,
+            i % 28 + 1,
+            i % 24,
+            i % 60,
+            (i * 7) % 60
+        ));
+    }
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn pipe(input: &Path, sink: &str) -> std::process::Output {
+    Command::cargo_bin("velo")
+        .unwrap()
+        .args([
+            "pipe",
+            &format!("file://{}", input.display()),
+            sink,
+            "--no-progress",
+            "--batch-size",
+            "10000",
+        ])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_hundred_thousand_csv_rows_land_in_clickhouse() {
+    let table = format!("trades_{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let input = trades_csv(dir.path(), 100_000);
+    let out = pipe(&input, &sink(&table, "&create_table=true&order_by=id"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        client(&format!(
+            "SELECT count(), uniqExact(id), sum(id), sum(qty) FROM {table}"
+        )),
+        {
+            let qty: u64 = (0..100_000u64).map(|i| i % 13 + 1).sum();
+            format!("100000\t100000\t4999950000\t{qty}")
+        }
+    );
+    assert_eq!(
+        client(&format!(
+            "SELECT id, symbol, price, qty, ts FROM {table} WHERE id IN (0, 12345) ORDER BY id FORMAT TSV"
+        )),
+        "0\tS0\t100\t1\t2024-01-01 00:00:00\n12345\tS4\t145.45\t9\t2024-01-26 09:45:15"
+    );
+}
+
+#[test]
+fn a_wrong_column_type_or_a_missing_table_is_a_clear_error() {
+    let table = format!("typed_{}", std::process::id());
+    client(&format!(
+        "CREATE TABLE {table} (id Int64, symbol Int32, price Float64, qty Int64, ts DateTime) ENGINE = MergeTree ORDER BY id"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let input = trades_csv(dir.path(), 100);
+    let out = pipe(&input, &sink(&table, ""));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("field `symbol`") && stderr.contains("Int32"),
+        "{stderr}"
+    );
+    assert_eq!(
+        client(&format!("SELECT count() FROM {table}")),
+        "0",
+        "nothing written"
+    );
+
+    let out = pipe(&input, &sink("no_such_table_here", ""));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no_such_table_here does not exist"),
+        "{stderr}"
+    );
+}

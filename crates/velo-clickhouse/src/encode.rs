@@ -1,0 +1,332 @@
+//! Velostream values to ClickHouse: column types for created tables, checks
+//! of a record against the table's columns, and `JSONEachRow` lines.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use velo_datasource_core::{DataType, Error, FieldValue, Result, StreamRecord};
+
+/// What a ClickHouse column type accepts, with `Nullable`/`LowCardinality` peeled off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// `Int*`, `UInt*`.
+    Integer,
+    /// `Float32/64`.
+    Float,
+    /// `Decimal*`.
+    Decimal,
+    /// `Bool` (recent servers).
+    Bool,
+    /// `Date`, `Date32`.
+    Date,
+    /// `DateTime` (seconds).
+    DateTime,
+    /// `DateTime64(p)`.
+    DateTime64(u32),
+    /// `Array(T)`.
+    Array(Box<Column>),
+    /// `String`, `FixedString`, `UUID`, `Enum*`, and anything else: text.
+    Text,
+}
+
+/// A column as `system.columns` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Accepts NULL.
+    pub nullable: bool,
+    /// What it accepts.
+    pub kind: Kind,
+    /// The type as the server wrote it.
+    pub type_name: String,
+}
+
+impl Column {
+    /// Parses a type name such as `Nullable(Decimal(18, 4))` or `Array(String)`.
+    pub fn parse(type_name: &str) -> Column {
+        let mut t = type_name.trim();
+        let mut nullable = false;
+        loop {
+            if let Some(inner) = t
+                .strip_prefix("Nullable(")
+                .and_then(|r| r.strip_suffix(')'))
+            {
+                nullable = true;
+                t = inner;
+            } else if let Some(inner) = t
+                .strip_prefix("LowCardinality(")
+                .and_then(|r| r.strip_suffix(')'))
+            {
+                t = inner;
+            } else {
+                break;
+            }
+        }
+        let kind = if let Some(inner) = t.strip_prefix("Array(").and_then(|r| r.strip_suffix(')')) {
+            Kind::Array(Box::new(Column::parse(inner)))
+        } else if t.starts_with("Int") || t.starts_with("UInt") {
+            Kind::Integer
+        } else if t.starts_with("Float") {
+            Kind::Float
+        } else if t.starts_with("Decimal") {
+            Kind::Decimal
+        } else if t == "Bool" || t == "Boolean" {
+            Kind::Bool
+        } else if t == "Date" || t == "Date32" {
+            Kind::Date
+        } else if let Some(args) = t.strip_prefix("DateTime64(") {
+            let precision = args
+                .split([',', ')'])
+                .next()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or(3);
+            Kind::DateTime64(precision)
+        } else if t.starts_with("DateTime") {
+            Kind::DateTime
+        } else {
+            Kind::Text
+        };
+        Column {
+            nullable,
+            kind,
+            type_name: type_name.to_owned(),
+        }
+    }
+}
+
+/// The ClickHouse type for a Velostream type when creating a table.
+/// `datetime64` says whether the server knows `DateTime64` (20.1 and later).
+pub fn clickhouse_type(data_type: &DataType, nullable: bool, datetime64: bool) -> String {
+    let base = match data_type {
+        DataType::Boolean => "UInt8".to_owned(),
+        DataType::Integer => "Int64".to_owned(),
+        DataType::Float => "Float64".to_owned(),
+        DataType::Decimal => "Decimal(38, 10)".to_owned(),
+        DataType::Date => "Date".to_owned(),
+        DataType::Timestamp if datetime64 => "DateTime64(6, 'UTC')".to_owned(),
+        DataType::Timestamp => "DateTime".to_owned(),
+        // Arrays cannot be Nullable themselves; their elements can.
+        DataType::Array(inner) => {
+            return format!("Array({})", clickhouse_type(inner, true, datetime64));
+        }
+        _ => "String".to_owned(),
+    };
+    if nullable {
+        format!("Nullable({base})")
+    } else {
+        base
+    }
+}
+
+/// Appends `value` as the JSON `column` accepts, or says why it cannot.
+pub(crate) fn write_value(
+    out: &mut String,
+    value: &FieldValue,
+    column: &Column,
+) -> std::result::Result<(), String> {
+    use FieldValue as V;
+    match (value, &column.kind) {
+        (V::Null, _) if column.nullable || matches!(column.kind, Kind::Array(_)) => {
+            out.push_str(if matches!(column.kind, Kind::Array(_)) {
+                "[]"
+            } else {
+                "null"
+            })
+        }
+        (V::Null, _) => {
+            return Err(format!(
+                "null, which column type {} does not allow",
+                column.type_name
+            ));
+        }
+        (V::Integer(i), Kind::Integer | Kind::Float | Kind::Decimal) => {
+            let _ = write!(out, "{i}");
+        }
+        (V::Boolean(b), Kind::Integer) => out.push(if *b { '1' } else { '0' }),
+        (V::Boolean(b), Kind::Bool) => out.push_str(if *b { "true" } else { "false" }),
+        (V::Float(f), Kind::Float | Kind::Decimal) if f.is_finite() => {
+            let _ = write!(out, "{f}");
+        }
+        (V::Float(f), Kind::Float) => out.push_str(if f.is_nan() {
+            "nan"
+        } else if *f > 0.0 {
+            "inf"
+        } else {
+            "-inf"
+        }),
+        (V::Decimal(d), Kind::Decimal | Kind::Float) => {
+            let _ = write!(out, "{d}");
+        }
+        (V::Date(d), Kind::Date) => {
+            let _ = write!(out, "\"{}\"", d.format("%Y-%m-%d"));
+        }
+        (V::Timestamp(t), Kind::Date) => {
+            let _ = write!(out, "\"{}\"", t.format("%Y-%m-%d"));
+        }
+        (V::Timestamp(t), Kind::DateTime) => {
+            let _ = write!(out, "\"{}\"", t.format("%Y-%m-%d %H:%M:%S"));
+        }
+        (V::Timestamp(t), Kind::DateTime64(_)) => {
+            let _ = write!(out, "\"{}\"", t.format("%Y-%m-%d %H:%M:%S%.6f"));
+        }
+        (V::Array(items), Kind::Array(inner)) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(out, item, inner)?;
+            }
+            out.push(']');
+        }
+        (V::String(s), Kind::Text) => push_json_string(out, s),
+        (V::Bytes(b), Kind::Text) => {
+            push_json_string(out, &base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        (V::Map(_), Kind::Text) | (V::Array(_), Kind::Text) => {
+            push_json_string(out, &value.to_json().to_string())
+        }
+        (v, Kind::Text) => push_json_string(out, &v.to_string()),
+        (v, _) => {
+            return Err(format!(
+                "{} `{v}`, which column type {} cannot take",
+                v.data_type()
+                    .map_or("a value".to_owned(), |t| t.to_string()),
+                column.type_name
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    // serde_json escapes exactly as JSON requires.
+    out.push_str(&serde_json::Value::String(s.to_owned()).to_string());
+}
+
+/// One `JSONEachRow` line of `record`, for columns named by `columns`
+/// (index into the record's fields → table column).
+pub(crate) fn write_row(
+    out: &mut String,
+    record: &StreamRecord,
+    columns: &[(usize, &str, &Column)],
+    target: &str,
+) -> Result<()> {
+    out.push('{');
+    for (n, (index, name, column)) in columns.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        push_json_string(out, name);
+        out.push(':');
+        let value = record.value(*index).unwrap_or(&FieldValue::Null);
+        write_value(out, value, column).map_err(|why| {
+            Error::Schema(format!(
+                "record at offset {}: field `{name}` of {target} holds {why}",
+                record.offset
+            ))
+        })?;
+    }
+    out.push_str("}\n");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use velo_datasource_core::{FieldDefinition, Schema};
+
+    use super::*;
+
+    #[test]
+    fn parses_column_types() {
+        assert_eq!(Column::parse("Nullable(Int64)").kind, Kind::Integer);
+        assert!(Column::parse("Nullable(Int64)").nullable);
+        assert_eq!(Column::parse("LowCardinality(String)").kind, Kind::Text);
+        assert_eq!(
+            Column::parse("DateTime64(6, 'UTC')").kind,
+            Kind::DateTime64(6)
+        );
+        assert_eq!(Column::parse("DateTime('UTC')").kind, Kind::DateTime);
+        assert!(matches!(
+            Column::parse("Array(Nullable(Float64))").kind,
+            Kind::Array(_)
+        ));
+        assert_eq!(Column::parse("Decimal(18, 4)").kind, Kind::Decimal);
+        assert_eq!(
+            clickhouse_type(&DataType::Timestamp, true, false),
+            "Nullable(DateTime)"
+        );
+        assert_eq!(
+            clickhouse_type(&DataType::Array(Box::new(DataType::Integer)), true, true),
+            "Array(Nullable(Int64))"
+        );
+    }
+
+    #[test]
+    fn encodes_rows_and_names_mismatches() {
+        let schema = Arc::new(Schema::new(vec![
+            FieldDefinition::required("id", DataType::Integer),
+            FieldDefinition::optional("name", DataType::String),
+            FieldDefinition::optional("at", DataType::Timestamp),
+            FieldDefinition::optional("tags", DataType::Array(Box::new(DataType::String))),
+        ]));
+        let at = chrono::DateTime::parse_from_rfc3339("2024-01-02T03:04:05.25Z")
+            .unwrap()
+            .to_utc();
+        let record = StreamRecord::new(
+            schema,
+            vec![
+                FieldValue::Integer(7),
+                "q\"uote".into(),
+                FieldValue::Timestamp(at),
+                FieldValue::Array(vec!["a".into()]),
+            ],
+        )
+        .unwrap();
+        let cols = [
+            Column::parse("Int64"),
+            Column::parse("String"),
+            Column::parse("DateTime64(6)"),
+            Column::parse("Array(String)"),
+        ];
+        let mapping: Vec<(usize, &str, &Column)> = vec![
+            (0, "id", &cols[0]),
+            (1, "name", &cols[1]),
+            (2, "at", &cols[2]),
+            (3, "tags", &cols[3]),
+        ];
+        let mut out = String::new();
+        write_row(&mut out, &record, &mapping, "db.t").unwrap();
+        assert_eq!(
+            out,
+            "{\"id\":7,\"name\":\"q\\\"uote\",\"at\":\"2024-01-02 03:04:05.250000\",\"tags\":[\"a\"]}\n"
+        );
+        let wrong = Column::parse("Int32");
+        let err = write_row(&mut String::new(), &record, &[(1, "name", &wrong)], "db.t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("field `name`") && err.contains("Int32"),
+            "{err}"
+        );
+        let not_null = Column::parse("String");
+        let null_record = StreamRecord::new(
+            Arc::new(Schema::new(vec![FieldDefinition::optional(
+                "x",
+                DataType::String,
+            )])),
+            vec![FieldValue::Null],
+        )
+        .unwrap();
+        let err = write_row(
+            &mut String::new(),
+            &null_record,
+            &[(0, "x", &not_null)],
+            "db.t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("does not allow"), "{err}");
+    }
+}

@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+
+mod client;
+mod encode;
+mod sink;
+
+use velo_datasource_core::{SinkPlugin, inventory};
+
+pub use client::{ClickHouseOptions, Client, quote};
+pub use encode::{Column, Kind, clickhouse_type};
+pub use sink::{ClickHouseSink, ClickHouseWriter};
+
+inventory::submit! {
+    SinkPlugin {
+        name: "clickhouse",
+        description: "ClickHouse tables over HTTP: batched JSONEachRow inserts, gzip, retries, schema checks",
+        schemes: &["clickhouse"],
+        create: || Box::new(ClickHouseSink::new()),
+    }
+}

@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: every workload next to its baseline, in one run.
 //!
 //! The measurements are made by the `velo-bench` harness (built in release),
-//! with the Kafka-protocol broker, PostgreSQL and the S3 server started as for `itest`;
+//! with the Kafka-protocol broker, PostgreSQL, the S3 server and ClickHouse started as for `itest`;
 //! this module runs it, keeps its JSON, and renders the Markdown table to
 //! stdout and `target/bench/report.md`.
 
@@ -50,6 +50,7 @@ pub(crate) fn run(quick: bool) -> Result<ExitCode> {
             crate::services::ServiceKind::Kafka,
             crate::services::ServiceKind::Postgres,
             crate::services::ServiceKind::S3,
+            crate::services::ServiceKind::ClickHouse,
         ],
     )?;
     for (k, v) in running.env() {

@@ -15,6 +15,7 @@ use velo_datasource_core::DataSourceRegistry;
 use velo_file as _;
 use velo_kafka as _;
 
+mod clickhouse;
 mod kafka;
 mod pg;
 mod s3;
@@ -317,6 +318,9 @@ fn main() {
     if wanted("s3") {
         s3_workloads(&args, &rt, &mut comparisons);
     }
+    if wanted("clickhouse") {
+        clickhouse_workloads(&args, &dir, &mut comparisons);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let report = Report {
         date: chrono_like_now(),
@@ -538,6 +542,30 @@ fn postgres_workloads(
             "velo-bench: VELO_TEST_PG_URL is not set; run through `cargo xtask bench` to include PostgreSQL"
         ),
     }
+}
+
+fn clickhouse_workloads(args: &Args, dir: &Path, comparisons: &mut Vec<Comparison>) {
+    let (Ok(url), Ok(port)) = (
+        std::env::var("VELO_TEST_CLICKHOUSE_URL"),
+        std::env::var("VELO_TEST_CLICKHOUSE_TCP_PORT"),
+    ) else {
+        eprintln!(
+            "velo-bench: VELO_TEST_CLICKHOUSE_URL is not set; run through `cargo xtask bench` to include ClickHouse"
+        );
+        return;
+    };
+    let rows = if args.quick { 300_000 } else { 1_000_000 };
+    let reps = if args.quick { 2 } else { 3 };
+    eprintln!("velo-bench: ClickHouse ({rows} rows)");
+    let (ours, bare) = clickhouse::run(&args.velo, dir, &url, &port, rows, reps);
+    comparisons.push(compare(
+        "ClickHouse sink",
+        ours,
+        Some(bare),
+        "≥ 0.8× clickhouse-client",
+        Some(0.8),
+        "JSON Lines file → table, velo pipe (decode + encode + HTTP, gzip) vs clickhouse-client (native protocol)",
+    ));
 }
 
 fn s3_workloads(args: &Args, rt: &tokio::runtime::Runtime, comparisons: &mut Vec<Comparison>) {

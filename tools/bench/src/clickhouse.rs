@@ -1,0 +1,98 @@
+//! ClickHouse: `velo pipe` of a JSON Lines file into a table next to
+//! `clickhouse-client --query "INSERT ... FORMAT JSONEachRow"` fed the same
+//! file, into tables of the same shape on the same server.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::{Measure, measure};
+
+fn client(port: &str, query: &str, input: Option<&Path>) -> String {
+    let mut cmd = Command::new("clickhouse-client");
+    cmd.args(["--host", "127.0.0.1", "--port", port, "--query", query]);
+    if let Some(path) = input {
+        cmd.stdin(Stdio::from(std::fs::File::open(path).expect("input")));
+    }
+    let out = cmd.output().expect("clickhouse-client");
+    assert!(
+        out.status.success(),
+        "clickhouse-client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Returns (velo pipe, clickhouse-client) over `rows` rows, `reps` runs each.
+pub(crate) fn run(
+    velo: &Path,
+    dir: &Path,
+    url: &str,
+    port: &str,
+    rows: usize,
+    reps: usize,
+) -> (Measure, Measure) {
+    let input = dir.join("clickhouse-rows.jsonl");
+    let mut body = String::with_capacity(rows * 90);
+    for i in 0..rows {
+        body.push_str(&format!(
+            "{{\"id\":{i},\"symbol\":\"S{}\",\"price\":{}.{:02},\"qty\":{},\"venue\":\"XNAS\"}}\n",
+            i % 50,
+            100 + i % 900,
+            i % 100,
+            i % 1000
+        ));
+    }
+    std::fs::write(&input, body).expect("input file");
+    let ddl = "(id Int64, symbol String, price Float64, qty Int64, venue String) ENGINE = MergeTree ORDER BY id";
+    let mut ours = Vec::new();
+    let mut bare = Vec::new();
+    for rep in 0..reps {
+        let table = format!("bench_velo_{}_{rep}", std::process::id());
+        client(port, &format!("CREATE TABLE {table} {ddl}"), None);
+        let sink = format!(
+            "{}/default?table={table}&batch.size=100000",
+            url.replace("http://", "clickhouse://")
+        );
+        let t = Instant::now();
+        let status = Command::new(velo)
+            .args([
+                "pipe",
+                &format!("file://{}", input.display()),
+                &sink,
+                "--no-progress",
+                "--batch-size",
+                "100000",
+            ])
+            .stderr(Stdio::null())
+            .status()
+            .expect("velo");
+        ours.push(t.elapsed().as_secs_f64());
+        assert!(status.success(), "velo pipe into ClickHouse failed");
+        assert_eq!(
+            client(port, &format!("SELECT count() FROM {table}"), None),
+            rows.to_string()
+        );
+        client(port, &format!("DROP TABLE {table}"), None);
+
+        let table = format!("bench_client_{}_{rep}", std::process::id());
+        client(port, &format!("CREATE TABLE {table} {ddl}"), None);
+        let t = Instant::now();
+        client(
+            port,
+            &format!("INSERT INTO {table} FORMAT JSONEachRow"),
+            Some(&input),
+        );
+        bare.push(t.elapsed().as_secs_f64());
+        assert_eq!(
+            client(port, &format!("SELECT count() FROM {table}"), None),
+            rows.to_string()
+        );
+        client(port, &format!("DROP TABLE {table}"), None);
+    }
+    let _ = std::fs::remove_file(&input);
+    (
+        measure("velo pipe → ClickHouse", "rows", (ours, rows as f64)),
+        measure("clickhouse-client INSERT", "rows", (bare, rows as f64)),
+    )
+}

@@ -621,7 +621,7 @@ impl S3Reader {
         let mut frames: Vec<Frame> = Vec::new();
         match &mut open.kind {
             OpenKind::Records { reader, done, .. } => {
-                reader.next_rows(max, &mut rows)?;
+                reader.next_rows(max - out.len(), &mut rows)?;
                 if rows.is_empty() {
                     *done = true;
                 }

@@ -40,7 +40,7 @@ enum Only {
     Kafka,
     /// PostgreSQL tests, with PostgreSQL.
     Postgres,
-    /// Object-store tests, with the S3 server.
+    /// Object-store tests, with the S3 server and Azurite.
     S3,
     /// ClickHouse tests, with ClickHouse.
     Clickhouse,
@@ -178,6 +178,7 @@ fn itest(only: &[Only], keep: bool, mode: Mode, cargo_args: &[String]) -> Result
         (Only::Kafka, ServiceKind::Kafka),
         (Only::Postgres, ServiceKind::Postgres),
         (Only::S3, ServiceKind::S3),
+        (Only::S3, ServiceKind::Azure),
         (Only::Clickhouse, ServiceKind::ClickHouse),
     ]
     .into_iter()

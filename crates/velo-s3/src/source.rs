@@ -396,7 +396,7 @@ impl S3Reader {
             if meta.size == 0 || !opts.wanted(&key, meta.last_modified) {
                 continue;
             }
-            let etag = meta.e_tag.clone().unwrap_or_default();
+            let etag = etag_of(&meta);
             match self.state.done.get(&key) {
                 Some(seen) if *seen == etag => continue,
                 Some(_) if opts.on_rewrite == OnRewrite::Skip => {
@@ -456,7 +456,7 @@ impl S3Reader {
         let opts = self.opts.clone();
         let key = meta.location.to_string();
         let what = format!("{}/{key}", opts.bucket);
-        let etag = meta.e_tag.clone().unwrap_or_default();
+        let etag = etag_of(&meta);
         let (mut offset, mut records) = match &self.state.current {
             Some(c) if c.key == key && c.etag == etag => (c.byte_offset, c.records),
             Some(c) if c.key == key => {
@@ -746,6 +746,17 @@ impl S3Reader {
     }
 }
 
+/// An object's ETag without quotes or weak marker: stores quote it in some
+/// answers (HEAD) and not in others (listings).
+fn etag_of(meta: &ObjectMeta) -> String {
+    meta.e_tag
+        .as_deref()
+        .unwrap_or_default()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_owned()
+}
+
 fn bad(policy: BadRecordPolicy, skipped: &mut u64, location: &str, error: &str) -> Result<()> {
     match policy {
         BadRecordPolicy::Skip => {
@@ -865,7 +876,7 @@ impl DataReader for S3Reader {
                     .map_err(|e| store_error(&self.opts, &format!("looking up {key}"), e))?;
                 self.state.current = Some(InProgress {
                     key,
-                    etag: meta.e_tag.unwrap_or_default(),
+                    etag: etag_of(&meta),
                     byte_offset,
                     records: 0,
                 });

@@ -47,7 +47,23 @@ pub(crate) fn run(
     let ddl = "(id Int64, symbol String, price Float64, qty Int64, venue String) ENGINE = MergeTree ORDER BY id";
     let mut ours = Vec::new();
     let mut bare = Vec::new();
+    let mut floor = Vec::new();
     for rep in 0..reps {
+        let copy = dir.join("clickhouse-copy.jsonl");
+        let t = Instant::now();
+        let status = Command::new(velo)
+            .args([
+                "pipe",
+                &format!("file://{}", input.display()),
+                &format!("file://{}", copy.display()),
+            ])
+            .args(["--no-progress", "--batch-size", "100000"])
+            .stderr(Stdio::null())
+            .status()
+            .expect("velo");
+        floor.push(t.elapsed().as_secs_f64());
+        assert!(status.success(), "velo pipe file → file failed");
+        let _ = std::fs::remove_file(&copy);
         let table = format!("bench_velo_{}_{rep}", std::process::id());
         client(port, &format!("CREATE TABLE {table} {ddl}"), None);
         let sink = format!(
@@ -94,5 +110,6 @@ pub(crate) fn run(
     (
         measure("velo pipe → ClickHouse", "rows", (ours, rows as f64)),
         measure("clickhouse-client INSERT", "rows", (bare, rows as f64)),
+        measure("velo pipe → file", "rows", (floor, rows as f64)),
     )
 }

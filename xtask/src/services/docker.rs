@@ -19,6 +19,7 @@ pub(super) fn up(kinds: &[ServiceKind]) -> Result<Running> {
             ServiceKind::Kafka => "kafka",
             ServiceKind::Postgres => "postgres",
             ServiceKind::S3 => "s3",
+            ServiceKind::Azure => "azurite",
             ServiceKind::ClickHouse => "clickhouse",
         })
         .collect();
@@ -32,6 +33,9 @@ pub(super) fn up(kinds: &[ServiceKind]) -> Result<Running> {
     }
     if kinds.contains(&ServiceKind::S3) {
         super::s3::create_bucket(19000, super::s3::BUCKET)?;
+    }
+    if kinds.contains(&ServiceKind::Azure) {
+        super::azure::create_container("http://127.0.0.1:10000/devstoreaccount1")?;
     }
     let services = kinds
         .iter()
@@ -48,6 +52,15 @@ pub(super) fn up(kinds: &[ServiceKind]) -> Result<Running> {
                     ("VELO_TEST_S3_REGION", "us-east-1"),
                     ("VELO_TEST_S3_ACCESS_KEY_ID", "velo-test-key"),
                     ("VELO_TEST_S3_SECRET_ACCESS_KEY", "velo-test-secret"),
+                ],
+                ServiceKind::Azure => vec![
+                    ("VELO_TEST_AZURE_ENDPOINT", "http://127.0.0.1:10000/devstoreaccount1"),
+                    ("VELO_TEST_AZURE_ACCOUNT", "devstoreaccount1"),
+                    (
+                        "VELO_TEST_AZURE_KEY",
+                        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+                    ),
+                    ("VELO_TEST_AZURE_CONTAINER", super::azure::CONTAINER),
                 ],
                 ServiceKind::ClickHouse => vec![
                     ("VELO_TEST_CLICKHOUSE_URL", "http://127.0.0.1:18123"),

@@ -1,6 +1,8 @@
-//! The test services: PostgreSQL, a Kafka-protocol broker, an S3 server and ClickHouse,
+//! The test services: PostgreSQL, a Kafka-protocol broker, an S3 server, Azure
+//! Blob Storage (Azurite) and ClickHouse,
 //! as local processes on loopback ports or as Docker containers.
 
+mod azure;
 mod clickhouse;
 mod docker;
 mod kafka;
@@ -44,14 +46,16 @@ pub(crate) enum ServiceKind {
     Kafka,
     Postgres,
     S3,
+    Azure,
     ClickHouse,
 }
 
 impl ServiceKind {
-    pub(crate) const ALL: [ServiceKind; 4] = [
+    pub(crate) const ALL: [ServiceKind; 5] = [
         ServiceKind::Kafka,
         ServiceKind::Postgres,
         ServiceKind::S3,
+        ServiceKind::Azure,
         ServiceKind::ClickHouse,
     ];
 }
@@ -160,6 +164,7 @@ pub(crate) fn up(mode: Mode, kinds: &[ServiceKind]) -> Result<Running> {
             ServiceKind::Postgres => postgres::start(),
             ServiceKind::Kafka => kafka::start(),
             ServiceKind::S3 => s3::start(),
+            ServiceKind::Azure => azure::start(),
             ServiceKind::ClickHouse => clickhouse::start(),
         };
         match service {

@@ -23,7 +23,8 @@ fn client(port: &str, query: &str, input: Option<&Path>) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// Returns (velo pipe, clickhouse-client) over `rows` rows, `reps` runs each.
+/// Returns (velo pipe, clickhouse-client, velo pipe of the same file into a
+/// file: the decoding floor of our path) over `rows` rows, `reps` runs each.
 pub(crate) fn run(
     velo: &Path,
     dir: &Path,
@@ -31,7 +32,7 @@ pub(crate) fn run(
     port: &str,
     rows: usize,
     reps: usize,
-) -> (Measure, Measure) {
+) -> (Measure, Measure, Measure) {
     let input = dir.join("clickhouse-rows.jsonl");
     let mut body = String::with_capacity(rows * 90);
     for i in 0..rows {

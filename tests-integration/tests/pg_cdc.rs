@@ -641,3 +641,49 @@ async fn sink_stores_positions_in_its_transaction() {
     .collect();
     assert!(stored.contains_key(&format!("public.{t}")), "{stored:?}");
 }
+
+/// One source, several tables (some in another schema): one slot and one
+/// publication, each record naming its table, in commit order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_tables_in_one_source() {
+    let a = name("cdc_multi_a");
+    let b = name("cdc_multi_b");
+    let schema = name("cdc_schema");
+    psql(&format!(
+        "CREATE TABLE {a} (id int PRIMARY KEY, v text); CREATE SCHEMA {schema}; \
+         CREATE TABLE {schema}.{b} (k text PRIMARY KEY, n numeric)"
+    ));
+    let slot = format!("multi_{}", std::process::id());
+    let src = source(&format!(
+        "table={a},{schema}.{b}&slot={slot}&publication={slot}&batch.timeout=200ms"
+    ))
+    .await;
+    let mut reader = src.create_reader().await.unwrap();
+    assert!(reader.read_batch(10).await.unwrap().is_empty());
+    psql(&format!("INSERT INTO {a} VALUES (1, 'x')"));
+    psql(&format!("INSERT INTO {schema}.{b} VALUES ('k1', 2.5)"));
+    psql(&format!(
+        "BEGIN; UPDATE {a} SET v = 'y'; DELETE FROM {schema}.{b}; COMMIT;"
+    ));
+    let got = drain_until(&mut reader, 4).await;
+    let seen: Vec<(String, String)> = got
+        .iter()
+        .map(|r| (text(r, "_table"), text(r, "_op")))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (format!("public.{a}"), "insert".to_owned()),
+            (format!("{schema}.{b}"), "insert".to_owned()),
+            (format!("public.{a}"), "update".to_owned()),
+            (format!("{schema}.{b}"), "delete".to_owned()),
+        ]
+    );
+    assert_eq!(
+        got[1].get("n").map(ToString::to_string).as_deref(),
+        Some("2.5")
+    );
+    reader.commit().await.unwrap();
+    reader.close().await.unwrap();
+    drop_slot(&slot);
+}

@@ -40,7 +40,8 @@ pub enum WriteMode {
 }
 
 /// Connection, tables and settings of a PostgreSQL source or sink.
-#[derive(Debug, Clone)]
+/// (`Debug` leaves out the connection options and the password.)
+#[derive(Clone)]
 pub struct PgOptions {
     /// Connection options for ordinary sessions (sqlx).
     pub connect: PgConnectOptions,
@@ -82,6 +83,20 @@ pub struct PgOptions {
     pub batch: BatchConfig,
     /// Event time; CDC defaults to the commit time.
     pub event_time: Option<EventTimeConfig>,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("endpoint", &self.endpoint)
+            .field("tables", &self.tables)
+            .field("mode", &self.mode)
+            .field("slot", &self.slot)
+            .field("publication", &self.publication)
+            .field("snapshot", &self.snapshot)
+            .field("write_mode", &self.write_mode)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PgOptions {
@@ -248,6 +263,11 @@ mod tests {
         assert_eq!(o.publication, "velo_cdc_orders");
         assert_eq!(o.password, "p@ss");
         assert!(!o.endpoint.contains("p%40ss"));
+        let debug = format!("{o:?}");
+        assert!(
+            !debug.contains("p@ss") && !debug.contains("p%40ss"),
+            "{debug}"
+        );
         assert_eq!(o.connect.get_port(), 5433);
         assert_eq!(o.status_interval, Duration::from_secs(1));
         assert_eq!(o.write_mode, WriteMode::Upsert);

@@ -34,8 +34,9 @@ pub enum OnRewrite {
     Skip,
 }
 
-/// Everything a reader or writer needs.
-#[derive(Debug, Clone)]
+/// Everything a reader or writer needs. (`Debug` shows the store by its
+/// `Display` form, which holds no credentials.)
+#[derive(Clone)]
 pub struct S3Options {
     /// The store.
     pub store: Arc<dyn ObjectStore>,
@@ -81,6 +82,19 @@ pub struct S3Options {
     pub batch: BatchConfig,
     /// Event time.
     pub event_time: Option<EventTimeConfig>,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("store", &self.store.to_string())
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("format", &self.format.format)
+            .field("scan_mode", &self.scan_mode)
+            .field("bounded", &self.bounded)
+            .finish_non_exhaustive()
+    }
 }
 
 impl S3Options {
@@ -283,4 +297,37 @@ fn build_store(
             });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use velo_datasource_core::DataSourceUri;
+
+    use super::*;
+
+    #[test]
+    fn options_from_a_uri_keep_secrets_out_of_debug() {
+        let config = DataSourceUri::parse(
+            "s3://bucket/in/?endpoint=http://127.0.0.1:9000&access_key_id=AKID&secret_access_key=TOPSECRET\
+             &format=jsonl&scan_mode=full&max_keys_per_scan=5&exclude_pattern=tmp$&until=end",
+        )
+        .unwrap()
+        .to_source_config()
+        .unwrap();
+        let o = S3Options::from_config(&config).unwrap();
+        assert_eq!(o.scan_mode, ScanMode::Full);
+        assert_eq!(o.max_keys_per_scan, 5);
+        assert!(o.bounded);
+        assert!(!o.wanted("in/a.tmp", Utc::now()) && o.wanted("in/a.jsonl", Utc::now()));
+        let debug = format!("{o:?}");
+        assert!(!debug.contains("TOPSECRET"), "{debug}");
+        let err = S3Options::from_config(
+            &DataSourceUri::parse("s3://b/p?format=jsonl&scan_mode=sometimes")
+                .unwrap()
+                .to_source_config()
+                .unwrap(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("incremental or full"), "{err}");
+    }
 }

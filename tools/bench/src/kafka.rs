@@ -95,6 +95,8 @@ fn bare_consume(brokers: &str, topic: &str, n: usize) -> f64 {
         .set("group.id", format!("bare-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        // The same fetch pacing as the velo source (its one non-default setting).
+        .set("fetch.queue.backoff.ms", "100")
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();

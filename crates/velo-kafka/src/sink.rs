@@ -233,35 +233,40 @@ impl KafkaWriter {
             },
             None => record.key.as_deref(),
         };
-        let mut headers =
-            OwnedHeaders::new_with_capacity(record.headers.len() + self.opts.header_fields.len());
-        for (k, v) in &record.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
-        for f in &self.opts.header_fields {
-            if let Some(v) = record.get(f).filter(|v| !v.is_null()) {
+        let topic = &self.opts.common.topics[0];
+        let mut message = BaseRecord::to(topic).payload(&self.payload[..]);
+        // A header list is a C allocation of its own: only when there are headers.
+        if !record.headers.is_empty() || !self.opts.header_fields.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(
+                record.headers.len() + self.opts.header_fields.len(),
+            );
+            for (k, v) in &record.headers {
                 headers = headers.insert(Header {
-                    key: f,
-                    value: Some(v.to_string().as_bytes()),
+                    key: k,
+                    value: Some(v),
                 });
             }
+            for f in &self.opts.header_fields {
+                if let Some(v) = record.get(f).filter(|v| !v.is_null()) {
+                    headers = headers.insert(Header {
+                        key: f,
+                        value: Some(v.to_string().as_bytes()),
+                    });
+                }
+            }
+            message = message.headers(headers);
         }
-        let topic = &self.opts.common.topics[0];
-        let mut message = BaseRecord::to(topic)
-            .payload(&self.payload[..])
-            .headers(headers);
         if let Some(k) = key {
             message = message.key(k);
         }
-        let started = Instant::now();
+        // The clock is read only when the queue is full (not once per message).
+        let mut started: Option<Instant> = None;
         loop {
             match self.producer.send(message) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // Back-pressure: let deliveries drain, bounded in time.
+                    let started = *started.get_or_insert_with(Instant::now);
                     if started.elapsed() > TIMEOUT {
                         return Err(Error::Timeout {
                             operation: format!("producing to {topic} (the local queue stays full)"),

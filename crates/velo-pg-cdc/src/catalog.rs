@@ -347,11 +347,13 @@ pub(crate) async fn drop_slot_and_publication(
 }
 
 /// `SELECT "a"::text, "b"::text ... FROM "s"."t"`: every column in its text
-/// form, which [`types::decode_text`] reads.
-pub(crate) fn select_as_text(table: &TableInfo) -> String {
+/// form, which [`types::decode_text`] reads, then the `extra` columns again
+/// (the polling cursor).
+pub(crate) fn select_as_text(table: &TableInfo, extra: &[ColumnInfo]) -> String {
     let columns = table
         .columns
         .iter()
+        .chain(extra)
         .map(|c| format!("{}::text", quote(&c.name)))
         .collect::<Vec<_>>()
         .join(", ");

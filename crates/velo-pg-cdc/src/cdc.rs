@@ -365,7 +365,7 @@ impl CdcReader {
         if !snap.cursor_open {
             let sql = format!(
                 "DECLARE velo_snapshot NO SCROLL CURSOR FOR {}",
-                catalog::select_as_text(&table)
+                catalog::select_as_text(&table, &[])
             );
             db::batch(&mut snap.conn, &sql).await.map_err(|e| {
                 sql_error(

@@ -123,14 +123,7 @@ impl PollingReader {
             .map(|c| quote(&c.name))
             .collect::<Vec<_>>()
             .join(", ");
-        let extra = self
-            .cursor_columns
-            .iter()
-            .map(|c| format!("{}::text", quote(&c.name)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let select =
-            catalog::select_as_text(table).replacen(" FROM ", &format!(", {extra} FROM "), 1);
+        let select = catalog::select_as_text(table, &self.cursor_columns);
         let n = self.cursor_columns.len();
         let filter = if self.cursor.is_some() {
             let params = self

@@ -199,8 +199,8 @@ pub(crate) fn write_value(
 }
 
 fn push_json_string(out: &mut String, s: &str) {
-    // serde_json escapes exactly as JSON requires.
-    out.push_str(&serde_json::Value::String(s.to_owned()).to_string());
+    // serde_json escapes exactly as JSON requires; a `&str` serializes without copying.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
 
 /// One `JSONEachRow` line of `record`, for columns named by `columns`
@@ -208,7 +208,7 @@ fn push_json_string(out: &mut String, s: &str) {
 pub(crate) fn write_row(
     out: &mut String,
     record: &StreamRecord,
-    columns: &[(usize, &str, &Column)],
+    columns: &[(usize, String, Column)],
     target: &str,
 ) -> Result<()> {
     out.push('{');
@@ -290,12 +290,12 @@ mod tests {
             Column::parse("DateTime64(6)"),
             Column::parse("Array(String)"),
         ];
-        let mapping: Vec<(usize, &str, &Column)> = vec![
-            (0, "id", &cols[0]),
-            (1, "name", &cols[1]),
-            (2, "at", &cols[2]),
-            (3, "tags", &cols[3]),
-        ];
+        let mapping: Vec<(usize, String, Column)> = ["id", "name", "at", "tags"]
+            .into_iter()
+            .zip(cols)
+            .enumerate()
+            .map(|(i, (n, c))| (i, n.to_owned(), c))
+            .collect();
         let mut out = String::new();
         write_row(&mut out, &record, &mapping, "db.t").unwrap();
         assert_eq!(
@@ -303,9 +303,14 @@ mod tests {
             "{\"id\":7,\"name\":\"q\\\"uote\",\"at\":\"2024-01-02 03:04:05.250000\",\"tags\":[\"a\"]}\n"
         );
         let wrong = Column::parse("Int32");
-        let err = write_row(&mut String::new(), &record, &[(1, "name", &wrong)], "db.t")
-            .unwrap_err()
-            .to_string();
+        let err = write_row(
+            &mut String::new(),
+            &record,
+            &[(1, "name".into(), wrong)],
+            "db.t",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("field `name`") && err.contains("Int32"),
             "{err}"
@@ -322,7 +327,7 @@ mod tests {
         let err = write_row(
             &mut String::new(),
             &null_record,
-            &[(0, "x", &not_null)],
+            &[(0, "x".into(), not_null)],
             "db.t",
         )
         .unwrap_err()

@@ -294,17 +294,23 @@ impl DataWriter for ClickHouseWriter {
         self.ensure_table(first.schema()).await?;
         let target = self.client.options().target();
         let batch_rows = self.client.options().batch_rows;
-        let mut line = String::new();
+        let mut current: Option<(Arc<Schema>, Arc<Mapping>)> = None;
         for record in records {
-            let mapping = self.mapping(record.schema())?;
-            let view: Vec<(usize, &str, &Column)> = mapping
-                .iter()
-                .map(|(i, n, c)| (*i, n.as_str(), c))
-                .collect();
-            line.clear();
-            // A bad record fails the batch before anything of it is sent.
-            write_row(&mut line, record, &view, &target)?;
-            self.buffer.push_str(&line);
+            // Records of one source share their schema: look the mapping up once per run of them.
+            let mapping = match &current {
+                Some((schema, mapping)) if Arc::ptr_eq(schema, record.schema()) => mapping.clone(),
+                _ => {
+                    let mapping = self.mapping(record.schema())?;
+                    current = Some((record.schema().clone(), mapping.clone()));
+                    mapping
+                }
+            };
+            // A bad record fails the batch before anything of it is sent, and leaves no half line.
+            let start = self.buffer.len();
+            if let Err(e) = write_row(&mut self.buffer, record, &mapping, &target) {
+                self.buffer.truncate(start);
+                return Err(e);
+            }
             self.rows += 1;
             if self.rows >= batch_rows {
                 self.send().await?;

@@ -5,6 +5,8 @@
 //! `TimeZone=UTC`, `bytea_output=hex`, `extra_float_digits=3`), so one
 //! decoder serves all three and a value reads the same whichever way it came.
 
+use std::fmt::Write as _;
+
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
 use velo_datasource_core::{DataType, FieldValue};
@@ -334,7 +336,7 @@ pub fn to_input_json(value: &FieldValue) -> serde_json::Value {
             let mut text = String::with_capacity(2 + bytes.len() * 2);
             text.push_str("\\x");
             for b in bytes {
-                text.push_str(&format!("{b:02x}"));
+                let _ = write!(text, "{b:02x}");
             }
             serde_json::Value::String(text)
         }

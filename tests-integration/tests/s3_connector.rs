@@ -31,6 +31,23 @@ async fn source(prefix: &str, params: &str) -> S3Source {
     s
 }
 
+/// Records `{o: i / per_object, i}` for `i` in `0..n`.
+fn numbered(n: i64, per_object: i64) -> Vec<StreamRecord> {
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        FieldDefinition::required("o", DataType::Integer),
+        FieldDefinition::required("i", DataType::Integer),
+    ]));
+    (0..n)
+        .map(|i| {
+            StreamRecord::new(
+                schema.clone(),
+                vec![FieldValue::Integer(i / per_object), FieldValue::Integer(i)],
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
 fn ids(records: &[StreamRecord]) -> Vec<(i64, i64)> {
     records
         .iter()
@@ -118,19 +135,7 @@ async fn sink_to_source_round_trip_through_rolled_objects() {
     .await
     .unwrap();
     let mut writer = sink.create_writer().await.unwrap();
-    let schema = std::sync::Arc::new(Schema::new(vec![
-        FieldDefinition::required("o", DataType::Integer),
-        FieldDefinition::required("i", DataType::Integer),
-    ]));
-    let records: Vec<StreamRecord> = (0..100_000)
-        .map(|i| {
-            StreamRecord::new(
-                schema.clone(),
-                vec![FieldValue::Integer(i / 10_000), FieldValue::Integer(i)],
-            )
-            .unwrap()
-        })
-        .collect();
+    let records = numbered(100_000, 10_000);
     for chunk in records.chunks(25_000) {
         writer.write_batch(chunk).await.unwrap();
     }
@@ -220,19 +225,7 @@ async fn azure_blob_round_trip_and_resume() {
     .await
     .unwrap();
     let mut writer = sink.create_writer().await.unwrap();
-    let schema = std::sync::Arc::new(Schema::new(vec![
-        FieldDefinition::required("o", DataType::Integer),
-        FieldDefinition::required("i", DataType::Integer),
-    ]));
-    let records: Vec<StreamRecord> = (0..10_000)
-        .map(|i| {
-            StreamRecord::new(
-                schema.clone(),
-                vec![FieldValue::Integer(i / 3000), FieldValue::Integer(i)],
-            )
-            .unwrap()
-        })
-        .collect();
+    let records = numbered(10_000, 3000);
     writer.write_batch(&records).await.unwrap();
     writer.commit().await.unwrap();
     writer.write_batch(&records[..10]).await.unwrap();

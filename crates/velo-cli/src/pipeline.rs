@@ -75,6 +75,11 @@ pub(crate) async fn run(
     let mut summary = Summary::default();
     let mut reader = source.create_reader().await?;
     let mut writer = sink.create_writer().await?;
+    if let Some(link) = reader.source_link()
+        && writer.link_source(&link)
+    {
+        tracing::info!("the sink commits the source's position in its own transactions");
+    }
     let mut total = 0;
     // A sink that stores positions with its data knows best where it is.
     let stored = writer.committed_position().await?;

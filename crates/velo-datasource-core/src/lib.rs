@@ -32,6 +32,7 @@ pub use record::{Headers, StreamRecord};
 pub use registry::{ConnectorInfo, DataSourceRegistry, SinkPlugin, SourcePlugin};
 pub use schema::{DataType, FieldDefinition, Schema};
 pub use traits::{
-    DataReader, DataReaderExt, DataSink, DataSource, DataWriter, SinkMetadata, SourceMetadata,
+    DataReader, DataReaderExt, DataSink, DataSource, DataWriter, SinkMetadata, SourceLink,
+    SourceMetadata,
 };
 pub use value::{FieldValue, ValueError};

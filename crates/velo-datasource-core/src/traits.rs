@@ -5,6 +5,8 @@
 //! only ever added with default bodies, so connectors written against an
 //! older core keep compiling.
 
+use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +17,12 @@ use crate::error::{Error, Result};
 use crate::offset::{SourceOffset, SourcePosition};
 use crate::record::StreamRecord;
 use crate::schema::Schema;
+
+/// What a reader hands to a writer so that the writer's transaction can
+/// include the reader's position: for Kafka → Kafka, the consumer whose group
+/// offsets go into the producer's transaction. Opaque to everyone but the
+/// connector that made it, which recognises it by downcasting.
+pub type SourceLink = Arc<dyn Any + Send + Sync>;
 
 /// What a source can do, as shown by `velo connectors`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +142,12 @@ pub trait DataReader: Send {
         None
     }
 
+    /// A handle a writer of the same connector family can use to put this
+    /// reader's position into its own transaction (see [`SourceLink`]).
+    fn source_link(&self) -> Option<SourceLink> {
+        None
+    }
+
     /// Called once on a clean shutdown, after the last `commit`: a reader
     /// that keeps its own checkpoints saves one here.
     async fn close(&mut self) -> Result<()> {
@@ -240,5 +254,14 @@ pub trait DataWriter: Send {
     /// The position last stored by [`commit_with_position`](Self::commit_with_position), if any.
     async fn committed_position(&mut self) -> Result<Option<SourcePosition>> {
         Ok(None)
+    }
+
+    /// Offers the writer the reader it is fed from. A writer that can carry
+    /// that reader's position inside its own transactions keeps the link and
+    /// returns `true`; from then on [`commit_with_position`](Self::commit_with_position)
+    /// is exactly-once for that pair. Others ignore it.
+    fn link_source(&mut self, link: &SourceLink) -> bool {
+        let _ = link;
+        false
     }
 }

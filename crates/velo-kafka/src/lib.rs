@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod link;
 mod options;
 mod sink;
 mod source;

@@ -4,17 +4,20 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backon::{BlockingRetryable, ExponentialBuilder};
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 use velo_datasource_core::format::Encoder;
 use velo_datasource_core::format::json::JsonEncoder;
 use velo_datasource_core::{
     DataSink, DataWriter, Error, FieldValue, Result, Schema, SinkConfig, SinkMetadata, SinkMetrics,
-    StreamRecord, async_trait,
+    SourceLink, SourcePosition, StreamRecord, async_trait,
 };
 
+use crate::link::ConsumerLink;
 use crate::options::KafkaSinkOptions;
 
 /// Records the first delivery failure (and whether retrying can help);
@@ -135,6 +138,10 @@ pub struct KafkaWriter {
     payload: Vec<u8>,
     key: String,
     in_transaction: bool,
+    /// The Kafka reader feeding this writer, for exactly-once Kafka → Kafka.
+    link: Option<Arc<ConsumerLink>>,
+    /// The source position last committed with a transaction.
+    sent: Option<SourcePosition>,
     metrics: SinkMetrics,
 }
 
@@ -149,13 +156,83 @@ impl std::fmt::Debug for KafkaWriter {
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn produce_error(o: &KafkaSinkOptions, what: &str, e: KafkaError) -> Error {
-    let fatal = permanent(&e)
-        || matches!(&e, KafkaError::Transaction(t) if t.is_fatal() || t.txn_requires_abort());
+    let (fatal, fenced) = match &e {
+        KafkaError::Transaction(t) => (
+            t.is_fatal() || t.txn_requires_abort(),
+            t.is_fatal()
+                && matches!(
+                    t.code(),
+                    RDKafkaErrorCode::Fenced
+                        | RDKafkaErrorCode::ProducerFenced
+                        | RDKafkaErrorCode::InvalidProducerEpoch
+                ),
+        ),
+        _ => (permanent(&e), false),
+    };
+    let message = match (fenced, &o.transactional_id) {
+        (true, Some(id)) => format!(
+            "{what}: fenced: a newer producer with transactional.id `{id}` has taken over, so this one must stop ({e})"
+        ),
+        _ => format!("{what}: {e}"),
+    };
     Error::Connection {
         endpoint: o.common.brokers.clone(),
-        message: format!("{what}: {e}"),
+        message,
         retryable: !fatal,
         source: Some(Box::new(e)),
+    }
+}
+
+/// Retries of a transactional call that librdkafka marks retriable.
+fn txn_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(6)
+}
+
+/// Ends the open transaction (blocking): sends the source's offsets into it
+/// when there are any, then commits. Calls librdkafka marks retriable are
+/// retried; an error that requires an abort aborts the transaction, so none
+/// of it becomes visible and the offsets stay where they were; a fatal error
+/// (fenced) is returned as it is.
+fn commit_transaction_blocking(
+    producer: &BaseProducer<Deliveries>,
+    opts: &KafkaSinkOptions,
+    offsets: Option<&(TopicPartitionList, ConsumerGroupMetadata)>,
+) -> Result<()> {
+    let attempt = || -> std::result::Result<(), (&'static str, KafkaError)> {
+        if let Some((tpl, cgm)) = offsets {
+            producer
+                .send_offsets_to_transaction(tpl, cgm, TIMEOUT)
+                .map_err(|e| ("send_offsets_to_transaction", e))?;
+        }
+        producer
+            .commit_transaction(TIMEOUT)
+            .map_err(|e| ("commit_transaction", e))
+    };
+    let result = attempt
+        .retry(txn_backoff())
+        .sleep(std::thread::sleep)
+        .when(|(_, e)| matches!(e, KafkaError::Transaction(t) if t.is_retriable()))
+        .notify(|(what, e), delay| tracing::warn!(?delay, "{what} failed, retrying: {e}"))
+        .call();
+    match result {
+        Ok(()) => Ok(()),
+        Err((what, KafkaError::Transaction(t))) if t.txn_requires_abort() && !t.is_fatal() => {
+            producer
+                .abort_transaction(TIMEOUT)
+                .map_err(|e| produce_error(opts, "abort_transaction", e))?;
+            Err(Error::Connection {
+                endpoint: opts.common.brokers.clone(),
+                message: format!(
+                    "{what}: {t}; the transaction was aborted: none of its records are visible and the source offsets did not move, so its records are read and written again"
+                ),
+                retryable: true,
+                source: None,
+            })
+        }
+        Err((what, e)) => Err(produce_error(opts, what, e)),
     }
 }
 
@@ -190,8 +267,53 @@ impl KafkaWriter {
             payload: Vec::with_capacity(1024),
             key: String::new(),
             in_transaction: false,
+            link: None,
+            sent: None,
             metrics: SinkMetrics::new("kafka"),
         })
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        self.producer
+            .begin_transaction()
+            .map_err(|e| produce_error(&self.opts, "begin_transaction", e))?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    /// Flushes, then commits the open transaction (with `offsets` in it).
+    async fn end_transaction(
+        &mut self,
+        offsets: Option<(TopicPartitionList, ConsumerGroupMetadata)>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        if let Err(e) = self.flush().await {
+            // A message of the transaction was not delivered: abort it whole,
+            // so that nothing of it shows and it is written again.
+            if self.in_transaction {
+                self.rollback().await?;
+            }
+            return Err(e);
+        }
+        if self.in_transaction {
+            let producer = self.producer.clone();
+            let opts = self.opts.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                commit_transaction_blocking(&producer, &opts, offsets.as_ref())
+            })
+            .await
+            .map_err(|e| Error::State(format!("commit task failed: {e}")))?;
+            // Committed or aborted: either way no transaction is open any more,
+            // except after a fatal error, when the producer is unusable anyway.
+            self.in_transaction = false;
+            if result.is_err() {
+                // Failures of the aborted messages are expected; forget them.
+                let _ = self.check_deliveries();
+            }
+            result?;
+        }
+        self.metrics.record_commit(started.elapsed());
+        Ok(())
     }
 
     fn check_deliveries(&self) -> Result<()> {
@@ -293,10 +415,7 @@ impl DataWriter for KafkaWriter {
     async fn write_batch(&mut self, records: &[StreamRecord]) -> Result<()> {
         let started = Instant::now();
         if self.opts.transactional_id.is_some() && !self.in_transaction {
-            self.producer
-                .begin_transaction()
-                .map_err(|e| produce_error(&self.opts, "begin_transaction", e))?;
-            self.in_transaction = true;
+            self.begin()?;
         }
         for r in records {
             self.send_one(r)?;
@@ -323,22 +442,58 @@ impl DataWriter for KafkaWriter {
     }
 
     async fn commit(&mut self) -> Result<()> {
-        let started = Instant::now();
-        self.flush().await?;
-        if self.in_transaction {
-            let producer = self.producer.clone();
-            let opts = self.opts.clone();
-            tokio::task::spawn_blocking(move || {
-                producer
-                    .commit_transaction(TIMEOUT)
-                    .map_err(|e| produce_error(&opts, "commit_transaction", e))
-            })
-            .await
-            .map_err(|e| Error::State(format!("commit task failed: {e}")))??;
-            self.in_transaction = false;
+        self.end_transaction(None).await
+    }
+
+    /// With a linked Kafka reader and a `transactional.id`: commits the
+    /// records and the reader's group offsets in one transaction.
+    async fn commit_with_position(&mut self, position: &SourcePosition) -> Result<()> {
+        let Some(link) = self.link.clone() else {
+            return Err(Error::unsupported(
+                "commit_with_position",
+                "the Kafka sink without transactional.id and a Kafka source",
+            ));
+        };
+        if self.sent.as_ref() == Some(position) && !self.in_transaction {
+            return Ok(());
         }
-        self.metrics.record_commit(started.elapsed());
+        let offsets = link.owned_offsets(position)?;
+        if !self.in_transaction {
+            self.begin()?;
+        }
+        let cgm = link.group_metadata()?;
+        self.end_transaction(Some((offsets, cgm))).await?;
+        self.sent = Some(position.clone());
         Ok(())
+    }
+
+    /// With a linked Kafka reader: the group's committed offsets, which the
+    /// transactions moved together with the data; they override a runner's
+    /// checkpoint file, which is saved only after the transaction.
+    async fn committed_position(&mut self) -> Result<Option<SourcePosition>> {
+        let Some(link) = self.link.clone() else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || link.committed(TIMEOUT))
+            .await
+            .map_err(|e| Error::State(format!("committed offsets task failed: {e}")))?
+    }
+
+    fn link_source(&mut self, link: &SourceLink) -> bool {
+        if self.opts.transactional_id.is_none() {
+            return false;
+        }
+        match link.clone().downcast::<ConsumerLink>() {
+            Ok(consumer) => {
+                tracing::info!(
+                    group = %consumer.group,
+                    "exactly-once: the consumer group's offsets are committed in the producer's transactions"
+                );
+                self.link = Some(consumer);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     async fn rollback(&mut self) -> Result<()> {

@@ -13,10 +13,11 @@ use velo_datasource_core::format::json::JsonLinesDecoder;
 use velo_datasource_core::format::{self, Decoder, FormatOptions};
 use velo_datasource_core::{
     BadRecordPolicy, DataReader, DataSource, DataType, Error, EventTimeExtractor, FieldDefinition,
-    FieldValue, FileFormat, Lag, Result, Schema, SourceConfig, SourceMetadata, SourceMetrics,
-    SourceOffset, SourcePosition, StreamRecord, async_trait,
+    FieldValue, FileFormat, Lag, Result, Schema, SourceConfig, SourceLink, SourceMetadata,
+    SourceMetrics, SourceOffset, SourcePosition, StreamRecord, async_trait,
 };
 
+use crate::link::ConsumerLink;
 use crate::options::{KafkaSourceOptions, PayloadFormat, ResetPolicy};
 
 /// Next offset to read per (topic, partition), for records handed out.
@@ -85,7 +86,7 @@ fn commit_can_wait(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-fn kafka_error(brokers: &str, what: &str, e: KafkaError) -> Error {
+pub(crate) fn kafka_error(brokers: &str, what: &str, e: KafkaError) -> Error {
     let retryable = !matches!(
         e,
         KafkaError::ClientCreation(_) | KafkaError::Subscription(_) | KafkaError::Seek(_)
@@ -819,6 +820,15 @@ impl DataReader for KafkaReader {
 
     fn lag(&self) -> Option<Lag> {
         self.state.as_ref().map(|s| Lag::Records(s.lag))
+    }
+
+    fn source_link(&self) -> Option<SourceLink> {
+        Some(Arc::new(ConsumerLink {
+            consumer: self.consumer.clone(),
+            topics: self.opts.common.topics.clone(),
+            brokers: self.opts.common.brokers.clone(),
+            group: self.opts.group_id.clone(),
+        }))
     }
 
     async fn close(&mut self) -> Result<()> {

@@ -9,8 +9,10 @@
 //! A second line, `control=HOST:PORT`, names a control port for fault
 //! injection: one command per line, answered `ok` or `error: ...`:
 //! `broker_down ID`, `broker_up ID`, `rtt ID MS`, `produce_errors N CODE`,
-//! `fetch_errors N CODE`, `commit_errors N CODE` (N responses failing with
-//! the Kafka error code CODE), `clear_errors`, `create_topic NAME PARTITIONS`.
+//! `fetch_errors N CODE`, `commit_errors N CODE`, `add_offsets_errors N CODE`,
+//! `txn_offset_errors N CODE`, `end_txn_errors N CODE` (N responses of that
+//! request failing with the Kafka error code CODE), `clear_errors`,
+//! `create_topic NAME PARTITIONS`.
 //!
 //! Limits of the mock (see docs/testing.md): no CreateTopics API, at most
 //! 100,000 messages or 5 MiB kept per partition, slow group rebalances,
@@ -129,11 +131,17 @@ fn command<C: rdkafka::ClientContext>(
         Some("produce_errors") => errors(RDKafkaApiKey::Produce),
         Some("fetch_errors") => errors(RDKafkaApiKey::Fetch),
         Some("commit_errors") => errors(RDKafkaApiKey::OffsetCommit),
+        Some("add_offsets_errors") => errors(RDKafkaApiKey::AddOffsetsToTxn),
+        Some("txn_offset_errors") => errors(RDKafkaApiKey::TxnOffsetCommit),
+        Some("end_txn_errors") => errors(RDKafkaApiKey::EndTxn),
         Some("clear_errors") => {
             for api in [
                 RDKafkaApiKey::Produce,
                 RDKafkaApiKey::Fetch,
                 RDKafkaApiKey::OffsetCommit,
+                RDKafkaApiKey::AddOffsetsToTxn,
+                RDKafkaApiKey::TxnOffsetCommit,
+                RDKafkaApiKey::EndTxn,
             ] {
                 cluster.clear_request_errors(api);
             }

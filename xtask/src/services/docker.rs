@@ -41,7 +41,10 @@ pub(super) fn up(kinds: &[ServiceKind]) -> Result<Running> {
         .iter()
         .map(|k| {
             let env: Vec<(&str, &str)> = match k {
-                ServiceKind::Kafka => vec![("VELO_TEST_KAFKA_BROKERS", "127.0.0.1:19092")],
+                ServiceKind::Kafka => vec![
+                    ("VELO_TEST_KAFKA_BROKERS", "127.0.0.1:19092"),
+                    ("VELO_TEST_KAFKA_KIND", "apache"),
+                ],
                 ServiceKind::Postgres => vec![(
                     "VELO_TEST_PG_URL",
                     "postgresql://postgres:postgres@127.0.0.1:15432/postgres",

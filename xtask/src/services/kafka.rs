@@ -72,6 +72,7 @@ pub(super) fn start() -> Result<Service> {
         env: vec![
             ("VELO_TEST_KAFKA_BROKERS".into(), bootstrap),
             ("VELO_TEST_KAFKA_CONTROL".into(), control),
+            ("VELO_TEST_KAFKA_KIND".into(), "mock".into()),
         ],
         pids: vec![child.id()],
         ports,

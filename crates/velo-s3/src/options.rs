@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path;
 use velo_datasource_core::format::FormatOptions;
 use velo_datasource_core::format::compression::Compression;
@@ -269,9 +269,23 @@ fn build_store(
             Arc::new(b.build().map_err(err)?)
         }
         "gs" => {
+            // The environment first (GOOGLE_*), then what the config says.
             let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
             if let Some(path) = p.get("service_account_path") {
                 b = b.with_service_account_path(path);
+            }
+            if let Some(key) = p.get("service_account_key") {
+                b = b.with_service_account_key(key);
+            }
+            if let Some(token) = p.get("bearer_token") {
+                b = b.with_config(GoogleConfigKey::BearerToken, token);
+            }
+            // Another server speaking GCS's XML API (an emulator, a private endpoint).
+            if let Some(e) = p.get("endpoint") {
+                b = b.with_base_url(e);
+            }
+            if let Some(skip) = p.get_bool("skip_signature")? {
+                b = b.with_config(GoogleConfigKey::SkipSignature, skip.to_string());
             }
             Arc::new(b.build().map_err(err)?)
         }

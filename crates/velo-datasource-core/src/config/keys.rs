@@ -343,6 +343,17 @@ pub const S3_KEYS: &[KeySpec] = &[
         &[],
         "GCS: service account JSON file",
     ),
+    k(
+        "service_account_key",
+        &[],
+        "GCS: service account JSON, inline (secret)",
+    ),
+    k("bearer_token", &[], "GCS: an OAuth bearer token (secret)"),
+    k(
+        "skip_signature",
+        &[],
+        "GCS: send requests without credentials (public buckets, emulators)",
+    ),
     k("account", &[], "Azure: storage account"),
     k("access_key", &[], "Azure: account key"),
 ];

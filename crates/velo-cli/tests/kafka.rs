@@ -49,7 +49,7 @@ fn kafka_to_kafka_transactions_survive_sigkill() {
     let exactly_once = env("VELO_TEST_KAFKA_KIND") == "apache";
     let tag = format!("{}-{}", std::process::id(), run_suffix());
     let (input, output) = (format!("eos-in-{tag}"), format!("eos-out-{tag}"));
-    let n = 20_000;
+    let n = 60_000;
     let dir = tempfile::tempdir().unwrap();
 
     // The input, produced through a plain (non-transactional) sink.
@@ -77,8 +77,14 @@ fn kafka_to_kafka_transactions_survive_sigkill() {
     ];
     let mut kills = 0;
     let mut finished = false;
-    for delay in [1500u64, 1200, 1800, 1000, 1600] {
+    for delay in [150u64, 50, 250, 100, 200] {
+        let spawned = std::time::SystemTime::now();
         let mut child = velo(&args).spawn().unwrap();
+        // Kill once this run has committed at least one transaction (its
+        // checkpoint moved), a little later each time.
+        while child.try_wait().unwrap().is_none() && !checkpoint_after(&cp, spawned) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         std::thread::sleep(Duration::from_millis(delay));
         if child.try_wait().unwrap().is_some() {
             let out = child.wait_with_output().unwrap();
@@ -127,6 +133,15 @@ fn kafka_to_kafka_transactions_survive_sigkill() {
     if exactly_once {
         assert_eq!(repeated, 0, "exactly once with real Kafka");
     }
+}
+
+/// Whether a checkpoint under `dir` was written after `t`.
+fn checkpoint_after(dir: &std::path::Path, t: std::time::SystemTime) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.metadata().and_then(|m| m.modified()).is_ok_and(|m| m > t))
+    })
 }
 
 /// A per-run suffix, so reruns against a long-lived broker use fresh topics.

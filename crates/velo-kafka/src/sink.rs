@@ -155,6 +155,12 @@ impl std::fmt::Debug for KafkaWriter {
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Messages sent between two servings of delivery reports.
+const POLL_EVERY: usize = 500;
+
+/// How long one back-pressure wait serves delivery reports before sending again.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
+
 fn produce_error(o: &KafkaSinkOptions, what: &str, e: KafkaError) -> Error {
     let (fatal, fenced) = match &e {
         KafkaError::Transaction(t) => (
@@ -181,6 +187,31 @@ fn produce_error(o: &KafkaSinkOptions, what: &str, e: KafkaError) -> Error {
         retryable: !fatal,
         source: Some(Box::new(e)),
     }
+}
+
+/// Sends what lingers and waits until every message has its delivery report
+/// served (blocking). rdkafka's own `flush` serves reports in `poll` calls
+/// of 100 ms that last their whole 100 ms however early the last report
+/// comes, so each commit would cost at least that; here the reports are
+/// served in 1 ms steps.
+pub(crate) fn wait_for_deliveries(
+    producer: &BaseProducer<Deliveries>,
+    timeout: Duration,
+) -> std::result::Result<(), KafkaError> {
+    let started = Instant::now();
+    // Only to send lingering batches now: with a zero timeout it does not wait.
+    match producer.flush(Duration::ZERO) {
+        Ok(()) => return Ok(()),
+        Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {}
+        Err(e) => return Err(e),
+    }
+    while producer.in_flight_count() > 0 {
+        if started.elapsed() > timeout {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 /// Retries of a transactional call that librdkafka marks retriable.
@@ -395,7 +426,8 @@ impl KafkaWriter {
                             elapsed: started.elapsed(),
                         });
                     }
-                    self.producer.poll(Duration::from_millis(50));
+                    // `poll` waits out its whole timeout, events or not: keep it short.
+                    self.producer.poll(QUEUE_FULL_WAIT);
                     message = back;
                 }
                 Err((e, _)) => {
@@ -417,10 +449,16 @@ impl DataWriter for KafkaWriter {
         if self.opts.transactional_id.is_some() && !self.in_transaction {
             self.begin()?;
         }
-        for r in records {
+        for (i, r) in records.iter().enumerate() {
             self.send_one(r)?;
+            // Each poll serves one event of delivery reports (one produce
+            // response). Served only once per batch, they pile up, the
+            // messages they hold stay in the local queue until it is full,
+            // and sending stalls in back-pressure waits.
+            if i % POLL_EVERY == POLL_EVERY - 1 {
+                self.producer.poll(Duration::ZERO);
+            }
         }
-        // Serve delivery reports without waiting.
         self.producer.poll(Duration::ZERO);
         self.check_deliveries()?;
         self.metrics
@@ -432,9 +470,7 @@ impl DataWriter for KafkaWriter {
         let producer = self.producer.clone();
         let opts = self.opts.clone();
         tokio::task::spawn_blocking(move || {
-            producer
-                .flush(TIMEOUT)
-                .map_err(|e| produce_error(&opts, "flush", e))
+            wait_for_deliveries(&producer, TIMEOUT).map_err(|e| produce_error(&opts, "flush", e))
         })
         .await
         .map_err(|e| Error::State(format!("flush task failed: {e}")))??;
@@ -510,7 +546,7 @@ impl DataWriter for KafkaWriter {
         let opts = self.opts.clone();
         tokio::task::spawn_blocking(move || {
             // Abort needs the delivery reports of the transaction's messages served first.
-            let _ = producer.flush(TIMEOUT);
+            let _ = wait_for_deliveries(&producer, TIMEOUT);
             producer
                 .abort_transaction(TIMEOUT)
                 .map_err(|e| produce_error(&opts, "abort_transaction", e))

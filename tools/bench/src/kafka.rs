@@ -71,7 +71,18 @@ fn bare_produce(brokers: &str, topic: &str, n: usize) -> f64 {
             producer.poll(Duration::ZERO);
         }
     }
-    producer.flush(Duration::from_secs(120)).unwrap();
+    // Wait for the delivery reports in short polls, as the velo sink does:
+    // rdkafka's `flush` polls in 100 ms steps that last their whole 100 ms,
+    // and neither side should carry that in the comparison.
+    let _ = producer.flush(Duration::ZERO);
+    let started = std::time::Instant::now();
+    while producer.in_flight_count() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "deliveries stalled"
+        );
+        producer.poll(Duration::from_millis(1));
+    }
     n as f64
 }
 

@@ -85,14 +85,16 @@ impl ClickHouseOptions {
             .map(str::to_owned)
             .or_else(|| uri.password().map(decode))
             .map(Secret::new);
-        let gzip = match p.get("compression").unwrap_or("gzip") {
+        let gzip = match p.get("compression").unwrap_or("auto") {
+            // Compressing costs more CPU than it saves on the loopback interface.
+            "auto" => !is_loopback(host),
             "gzip" => true,
             "none" => false,
             other => {
                 return Err(Error::invalid_value(
                     "compression",
                     other,
-                    "expected gzip or none",
+                    "expected auto, gzip or none",
                 ));
             }
         };
@@ -260,6 +262,16 @@ impl Client {
     }
 }
 
+/// Whether `host` names this machine (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use velo_datasource_core::DataSourceUri;
@@ -282,7 +294,21 @@ mod tests {
         );
         assert_eq!(o.password.as_ref().map(Secret::expose), Some("s@cret"));
         assert_eq!(o.order_by, ["ts", "id"]);
-        assert!(o.gzip);
+        assert!(o.gzip, "compressed to another host");
+        for (uri, gzip) in [
+            ("clickhouse://127.0.0.1:8123/db?table=t", false),
+            ("clickhouse://localhost/db?table=t", false),
+            ("clickhouse://[::1]:8123/db?table=t", false),
+            ("clickhouse://127.0.0.1/db?table=t&compression=gzip", true),
+            ("clickhouse://ch.local/db?table=t&compression=none", false),
+        ] {
+            let c = DataSourceUri::parse(uri).unwrap().to_sink_config().unwrap();
+            assert_eq!(
+                ClickHouseOptions::from_config(&c).unwrap().gzip,
+                gzip,
+                "{uri}"
+            );
+        }
         assert!(
             !format!("{o:?}").contains("s@cret"),
             "the password stays out of Debug"

@@ -77,10 +77,17 @@ struct Args {
 }
 
 fn parse_args() -> Args {
+    // Defaults beside the harness's own binary: `target/release/velo` and
+    // `target/bench/report.*`, as `cargo xtask bench` uses them.
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(PathBuf::from))
+        .unwrap_or_default();
+    let reports = exe_dir.join("..").join("bench");
     let mut a = Args {
-        json: "report.json".into(),
-        markdown: "report.md".into(),
-        velo: "velo".into(),
+        json: reports.join("report.json"),
+        markdown: reports.join("report.md"),
+        velo: exe_dir.join("velo"),
         quick: false,
         only: None,
     };
@@ -329,6 +336,11 @@ fn main() {
         repetitions: reps,
         comparisons,
     };
+    for path in [&args.json, &args.markdown] {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+    }
     std::fs::write(&args.json, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
     std::fs::write(&args.markdown, markdown(&report)).unwrap();
 }
@@ -559,7 +571,7 @@ fn clickhouse_workloads(args: &Args, dir: &Path, comparisons: &mut Vec<Compariso
     eprintln!("velo-bench: ClickHouse ({rows} rows)");
     let (ours, bare, floor) = clickhouse::run(&args.velo, dir, &url, &port, rows, reps);
     let note = format!(
-        "JSON Lines file → table, velo pipe (decode, JSONEachRow, gzip, HTTP) vs clickhouse-client (native protocol); \
+        "JSON Lines file → table, velo pipe (decode, JSONEachRow, HTTP; loopback, so no gzip) vs clickhouse-client (native protocol); \
          velo pipe of the same file into a file: {:.0} krows/s (median {:.3}s)",
         floor.rate() / 1e3,
         floor.median()

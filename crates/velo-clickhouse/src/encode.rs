@@ -1,7 +1,7 @@
 //! Velostream values to ClickHouse: column types for created tables, checks
 //! of a record against the table's columns, and `JSONEachRow` lines.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use base64::Engine as _;
 use velo_datasource_core::{DataType, Error, FieldValue, Result, StreamRecord};
@@ -119,19 +119,18 @@ pub fn clickhouse_type(data_type: &DataType, nullable: bool, datetime64: bool) -
 
 /// Appends `value` as the JSON `column` accepts, or says why it cannot.
 pub(crate) fn write_value(
-    out: &mut String,
+    out: &mut Vec<u8>,
     value: &FieldValue,
     column: &Column,
 ) -> std::result::Result<(), String> {
     use FieldValue as V;
     match (value, &column.kind) {
-        (V::Null, _) if column.nullable || matches!(column.kind, Kind::Array(_)) => {
-            out.push_str(if matches!(column.kind, Kind::Array(_)) {
-                "[]"
+        (V::Null, _) if column.nullable || matches!(column.kind, Kind::Array(_)) => out
+            .extend_from_slice(if matches!(column.kind, Kind::Array(_)) {
+                b"[]"
             } else {
-                "null"
-            })
-        }
+                b"null"
+            }),
         (V::Null, _) => {
             return Err(format!(
                 "null, which column type {} does not allow",
@@ -139,19 +138,24 @@ pub(crate) fn write_value(
             ));
         }
         (V::Integer(i), Kind::Integer | Kind::Float | Kind::Decimal) => {
-            let _ = write!(out, "{i}");
+            out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
         }
-        (V::Boolean(b), Kind::Integer) => out.push(if *b { '1' } else { '0' }),
-        (V::Boolean(b), Kind::Bool) => out.push_str(if *b { "true" } else { "false" }),
-        (V::Float(f), Kind::Float | Kind::Decimal) if f.is_finite() => {
+        (V::Boolean(b), Kind::Integer) => out.push(if *b { b'1' } else { b'0' }),
+        (V::Boolean(b), Kind::Bool) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        (V::Float(f), Kind::Float) if f.is_finite() => {
+            // The shortest text that reads back as the same f64 (`1e20`, `0.1`).
+            out.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes());
+        }
+        (V::Float(f), Kind::Decimal) if f.is_finite() => {
+            // Plain digits, no exponent: what a Decimal column parses.
             let _ = write!(out, "{f}");
         }
-        (V::Float(f), Kind::Float) => out.push_str(if f.is_nan() {
-            "nan"
+        (V::Float(f), Kind::Float) => out.extend_from_slice(if f.is_nan() {
+            b"nan"
         } else if *f > 0.0 {
-            "inf"
+            b"inf"
         } else {
-            "-inf"
+            b"-inf"
         }),
         (V::Decimal(d), Kind::Decimal | Kind::Float) => {
             let _ = write!(out, "{d}");
@@ -169,14 +173,14 @@ pub(crate) fn write_value(
             let _ = write!(out, "\"{}\"", t.format("%Y-%m-%d %H:%M:%S%.6f"));
         }
         (V::Array(items), Kind::Array(inner)) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_value(out, item, inner)?;
             }
-            out.push(']');
+            out.push(b']');
         }
         (V::String(s), Kind::Text) => push_json_string(out, s),
         (V::Bytes(b), Kind::Text) => {
@@ -198,35 +202,62 @@ pub(crate) fn write_value(
     Ok(())
 }
 
-fn push_json_string(out: &mut String, s: &str) {
-    // serde_json escapes exactly as JSON requires; a `&str` serializes without copying.
-    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+/// `s` as a JSON string, escaped as JSON requires, straight into `out`.
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// One `JSONEachRow` line of `record`, for columns named by `columns`
-/// (index into the record's fields → table column).
+/// A record field and the table column it goes to.
+#[derive(Debug, Clone)]
+pub(crate) struct MappedColumn {
+    /// Position of the field in the record.
+    pub(crate) index: usize,
+    /// The field's (and column's) name.
+    pub(crate) name: String,
+    /// The column's type.
+    pub(crate) column: Column,
+    /// `"name":`, escaped once rather than on every row.
+    key: Vec<u8>,
+}
+
+impl MappedColumn {
+    /// Field `index` named `name` into `column`.
+    pub(crate) fn new(index: usize, name: String, column: Column) -> Self {
+        let mut key = Vec::with_capacity(name.len() + 3);
+        push_json_string(&mut key, &name);
+        key.push(b':');
+        MappedColumn {
+            index,
+            name,
+            column,
+            key,
+        }
+    }
+}
+
+/// One `JSONEachRow` line of `record`, for the mapped columns.
 pub(crate) fn write_row(
-    out: &mut String,
+    out: &mut Vec<u8>,
     record: &StreamRecord,
-    columns: &[(usize, String, Column)],
+    columns: &[MappedColumn],
     target: &str,
 ) -> Result<()> {
-    out.push('{');
-    for (n, (index, name, column)) in columns.iter().enumerate() {
+    out.push(b'{');
+    for (n, c) in columns.iter().enumerate() {
         if n > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        push_json_string(out, name);
-        out.push(':');
-        let value = record.value(*index).unwrap_or(&FieldValue::Null);
-        write_value(out, value, column).map_err(|why| {
+        out.extend_from_slice(&c.key);
+        let value = record.value(c.index).unwrap_or(&FieldValue::Null);
+        write_value(out, value, &c.column).map_err(|why| {
             Error::Schema(format!(
-                "record at offset {}: field `{name}` of {target} holds {why}",
-                record.offset
+                "record at offset {}: field `{}` of {target} holds {why}",
+                record.offset, c.name
             ))
         })?;
     }
-    out.push_str("}\n");
+    out.extend_from_slice(b"}\n");
     Ok(())
 }
 
@@ -290,23 +321,23 @@ mod tests {
             Column::parse("DateTime64(6)"),
             Column::parse("Array(String)"),
         ];
-        let mapping: Vec<(usize, String, Column)> = ["id", "name", "at", "tags"]
+        let mapping: Vec<MappedColumn> = ["id", "name", "at", "tags"]
             .into_iter()
             .zip(cols)
             .enumerate()
-            .map(|(i, (n, c))| (i, n.to_owned(), c))
+            .map(|(i, (n, c))| MappedColumn::new(i, n.to_owned(), c))
             .collect();
-        let mut out = String::new();
+        let mut out = Vec::new();
         write_row(&mut out, &record, &mapping, "db.t").unwrap();
         assert_eq!(
-            out,
+            String::from_utf8(out).unwrap(),
             "{\"id\":7,\"name\":\"q\\\"uote\",\"at\":\"2024-01-02 03:04:05.250000\",\"tags\":[\"a\"]}\n"
         );
         let wrong = Column::parse("Int32");
         let err = write_row(
-            &mut String::new(),
+            &mut Vec::new(),
             &record,
-            &[(1, "name".into(), wrong)],
+            &[MappedColumn::new(1, "name".into(), wrong)],
             "db.t",
         )
         .unwrap_err()
@@ -325,9 +356,9 @@ mod tests {
         )
         .unwrap();
         let err = write_row(
-            &mut String::new(),
+            &mut Vec::new(),
             &null_record,
-            &[(0, "x".into(), not_null)],
+            &[MappedColumn::new(0, "x".into(), not_null)],
             "db.t",
         )
         .unwrap_err()

@@ -19,7 +19,7 @@ use velo_datasource_core::{
 };
 
 use crate::client::{ClickHouseOptions, Client, quote};
-use crate::encode::{Column, clickhouse_type, write_row};
+use crate::encode::{Column, MappedColumn, clickhouse_type, write_row};
 
 /// A ClickHouse table as a sink.
 #[derive(Debug, Default)]
@@ -73,7 +73,7 @@ impl DataSink for ClickHouseSink {
             datetime64: major >= 20,
             columns: None,
             mappings: HashMap::new(),
-            buffer: String::new(),
+            buffer: Vec::new(),
             rows: 0,
             sent_rows: 0,
         }))
@@ -100,7 +100,7 @@ impl DataSink for ClickHouseSink {
     }
 }
 
-type Mapping = Vec<(usize, String, Column)>;
+type Mapping = Vec<MappedColumn>;
 
 /// Writes batches into one table.
 pub struct ClickHouseWriter {
@@ -111,7 +111,7 @@ pub struct ClickHouseWriter {
     columns: Option<Vec<(String, Column)>>,
     /// Record field positions → columns, per schema.
     mappings: HashMap<usize, Arc<Mapping>>,
-    buffer: String,
+    buffer: Vec<u8>,
     rows: usize,
     sent_rows: u64,
     metrics: SinkMetrics,
@@ -227,7 +227,7 @@ impl ClickHouseWriter {
                         .join(", ")
                 )));
             };
-            mapping.push((index, field.name.clone(), column.clone()));
+            mapping.push(MappedColumn::new(index, field.name.clone(), column.clone()));
         }
         let mapping = Arc::new(mapping);
         // Schemas are shared by all records of a source: the cache stays small.
@@ -248,7 +248,7 @@ impl ClickHouseWriter {
             "INSERT INTO {} FORMAT JSONEachRow",
             quote(&self.client.options().table)
         );
-        let body = std::mem::take(&mut self.buffer).into_bytes();
+        let body = std::mem::take(&mut self.buffer);
         let client = &self.client;
         let result = retry(&self.policy, "inserting a batch", || {
             client.execute(&sql, body.clone())
@@ -256,7 +256,7 @@ impl ClickHouseWriter {
         .await;
         if let Err(e) = result {
             // Keep the rows: nothing is acknowledged that was not written.
-            self.buffer = String::from_utf8(body).unwrap_or_default();
+            self.buffer = body;
             return Err(e);
         }
         self.sent_rows += self.rows as u64;

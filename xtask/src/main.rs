@@ -206,80 +206,41 @@ fn itest(only: &[Only], keep: bool, mode: Mode, cargo_args: &[String]) -> Result
     let status = if interrupted.load(Ordering::SeqCst) {
         None
     } else {
-        let mut cmd = Command::new(env!("CARGO"));
-        // Every test binary runs even when one fails, so one run shows every failure.
-        cmd.current_dir(project_root())
-            .args(["test", "--no-fail-fast"]);
-        if all {
-            cmd.arg("--workspace");
+        let runs: Vec<&[&str]> = if all {
+            vec![&["--workspace"]]
         } else {
-            for o in only {
-                match o {
-                    Only::File => cmd.args([
-                        "-p",
-                        "velo-datasource-core",
-                        "-p",
-                        "velo-file",
-                        "-p",
-                        "velo-cli",
-                        "-p",
-                        "velo-example-connector",
-                    ]),
-                    Only::Kafka => cmd.args([
-                        "-p",
-                        "tests-integration",
-                        "--test",
-                        "kafka",
-                        "--test",
-                        "kafka_faults",
-                    ]),
-                    Only::Postgres => cmd.args([
-                        "-p",
-                        "tests-integration",
-                        "--test",
-                        "postgres",
-                        "--test",
-                        "pg_cdc",
-                        "--test",
-                        "pg_restart",
-                        "-p",
-                        "velo-pg-cdc",
-                    ]),
-                    Only::S3 => cmd.args([
-                        "-p",
-                        "tests-integration",
-                        "--test",
-                        "s3",
-                        "--test",
-                        "s3_connector",
-                        "-p",
-                        "velo-s3",
-                    ]),
-                    Only::Clickhouse => cmd.args([
-                        "-p",
-                        "tests-integration",
-                        "--test",
-                        "clickhouse",
-                        "-p",
-                        "velo-clickhouse",
-                    ]),
-                };
+            only.iter()
+                .flat_map(|o| subset(*o).iter().copied())
+                .collect()
+        };
+        let phase = Instant::now();
+        let mut failed = None;
+        for args in runs {
+            if interrupted.load(Ordering::SeqCst) {
+                break;
+            }
+            let mut cmd = Command::new(env!("CARGO"));
+            // Every test binary runs even when one fails, so one run shows every failure.
+            cmd.current_dir(project_root())
+                .args(["test", "--no-fail-fast"])
+                .args(args)
+                .args(cargo_args);
+            for (k, v) in running.env() {
+                cmd.env(k, v);
+            }
+            eprintln!("xtask: running {:?}", cmd);
+            let status = cmd
+                .status()
+                .map_err(|e| format!("cannot run cargo test: {e}"))?;
+            if !status.success() && failed.is_none() {
+                failed = Some(status);
             }
         }
-        cmd.args(cargo_args);
-        for (k, v) in running.env() {
-            cmd.env(k, v);
-        }
-        let phase = Instant::now();
-        eprintln!("xtask: running {:?}", cmd);
-        let status = cmd
-            .status()
-            .map_err(|e| format!("cannot run cargo test: {e}"))?;
         eprintln!(
             "xtask: tests finished in {:.1}s",
             phase.elapsed().as_secs_f64()
         );
-        Some(status)
+        Some(failed.map_or(0, |s| s.code().unwrap_or(1).clamp(1, 255)))
     };
 
     if keep && !interrupted.load(Ordering::SeqCst) {
@@ -290,10 +251,79 @@ fn itest(only: &[Only], keep: bool, mode: Mode, cargo_args: &[String]) -> Result
         stop_and_check(running)?;
     }
     Ok(match status {
-        Some(s) if s.success() => ExitCode::SUCCESS,
-        Some(s) => ExitCode::from(s.code().unwrap_or(1).clamp(1, 255) as u8),
+        _ if interrupted.load(Ordering::SeqCst) => ExitCode::from(130),
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(code as u8),
         None => ExitCode::from(130),
     })
+}
+
+/// The `cargo test` runs of one `--only` group: each package's own tests,
+/// and the service tests of `tests-integration` and `velo-cli` that need
+/// that group's services (and no others).
+fn subset(o: Only) -> &'static [&'static [&'static str]] {
+    match o {
+        Only::File => &[
+            &[
+                "-p",
+                "velo-datasource-core",
+                "-p",
+                "velo-file",
+                "-p",
+                "velo-example-connector",
+            ],
+            &["-p", "velo-cli", "--bins", "--test", "cli"],
+        ],
+        Only::Kafka => &[
+            &["-p", "velo-kafka"],
+            &[
+                "-p",
+                "tests-integration",
+                "--test",
+                "kafka",
+                "--test",
+                "kafka_faults",
+            ],
+            &["-p", "velo-cli", "--test", "kafka"],
+        ],
+        Only::Postgres => &[
+            &["-p", "velo-pg-cdc"],
+            &[
+                "-p",
+                "tests-integration",
+                "--test",
+                "postgres",
+                "--test",
+                "pg_cdc",
+                "--test",
+                "pg_restart",
+            ],
+            &["-p", "velo-cli", "--test", "postgres"],
+        ],
+        Only::S3 => &[
+            &["-p", "velo-s3"],
+            &[
+                "-p",
+                "tests-integration",
+                "--test",
+                "s3",
+                "--test",
+                "s3_connector",
+            ],
+            &["-p", "velo-cli", "--test", "s3"],
+        ],
+        Only::Clickhouse => &[
+            &["-p", "velo-clickhouse"],
+            &[
+                "-p",
+                "velo-cli",
+                "--test",
+                "clickhouse",
+                "--test",
+                "clickhouse_restart",
+            ],
+        ],
+    }
 }
 
 fn stop_and_check(running: Running) -> Result<()> {
@@ -306,5 +336,46 @@ fn stop_and_check(running: Running) -> Result<()> {
             "left behind after stopping the services: {}",
             leftovers.join("; ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new test file under `tests/` that no `--only` group names would
+    /// silently never run in a subset run.
+    #[test]
+    fn every_test_file_of_the_service_crates_is_in_an_only_group() {
+        let groups = [
+            Only::File,
+            Only::Kafka,
+            Only::Postgres,
+            Only::S3,
+            Only::Clickhouse,
+        ];
+        let named: Vec<(&str, &str)> = groups
+            .iter()
+            .flat_map(|o| subset(*o).iter())
+            .flat_map(|args| {
+                let package = args[args.iter().position(|a| *a == "-p").unwrap() + 1];
+                args.windows(2)
+                    .filter(|w| w[0] == "--test")
+                    .map(move |w| (package, w[1]))
+            })
+            .collect();
+        for (package, dir) in [
+            ("tests-integration", "tests-integration/tests"),
+            ("velo-cli", "crates/velo-cli/tests"),
+        ] {
+            for entry in std::fs::read_dir(project_root().join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+                assert!(
+                    named.contains(&(package, name.as_str())),
+                    "{dir}/{name}.rs is in no `cargo xtask itest --only` group"
+                );
+            }
+        }
     }
 }

@@ -33,7 +33,13 @@ impl Mode {
 }
 
 /// Keys only a sink understands.
-const SINK_ONLY: &[&str] = &["roll.size", "roll.records", "roll.interval", "append"];
+const SINK_ONLY: &[&str] = &[
+    "roll.size",
+    "roll.records",
+    "roll.interval",
+    "roll.on_commit",
+    "append",
+];
 /// Keys only a source understands.
 const SOURCE_ONLY: &[&str] = &[
     "mode",
@@ -266,6 +272,8 @@ pub struct FileSinkOptions {
     pub roll_records: Option<u64>,
     /// Start a new part after this long.
     pub roll_interval: Option<Duration>,
+    /// Finish the part at every commit, so each commit is visible at once.
+    pub roll_on_commit: bool,
     /// `Some(true)`: continue the existing output (a resumed pipeline).
     /// `Some(false)`: start afresh, discarding an interrupted part.
     /// `None`: recover an interrupted part, otherwise start afresh.
@@ -315,13 +323,17 @@ impl FileSinkOptions {
                 .transpose()?,
             roll_records: p.get_parsed::<u64>("roll.records")?.map(|n| n.max(1)),
             roll_interval: p.get_duration("roll.interval")?,
+            roll_on_commit: p.get_bool("roll.on_commit")?.unwrap_or(false),
             append: p.get_bool("append")?,
         })
     }
 
     /// Whether output is split into rolling parts.
     pub fn rolls(&self) -> bool {
-        self.roll_size.is_some() || self.roll_records.is_some() || self.roll_interval.is_some()
+        self.roll_size.is_some()
+            || self.roll_records.is_some()
+            || self.roll_interval.is_some()
+            || self.roll_on_commit
     }
 }
 

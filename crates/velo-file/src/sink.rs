@@ -366,7 +366,8 @@ impl FileWriter {
             .map_err(|e| Error::io(&part.tmp_path, e))?;
         part.committed_len = part.len;
         part.committed_records = part.records;
-        let roll = self.opts.roll_size.is_some_and(|s| part.len >= s)
+        let roll = self.opts.roll_on_commit
+            || self.opts.roll_size.is_some_and(|s| part.len >= s)
             || self.opts.roll_records.is_some_and(|r| part.records >= r)
             || self
                 .opts

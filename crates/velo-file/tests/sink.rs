@@ -205,3 +205,54 @@ async fn crash_keeps_committed_drops_uncommitted_and_resume_appends() {
     }
     assert_eq!(ints(&read_file(&uri(&out, "")).await, "n"), [5, 6]);
 }
+
+/// `roll.on_commit=true`: every commit renames its part into place, so what
+/// is committed is visible at once under a final name; a rolled-back batch
+/// never shows, and nothing uncommitted is ever under a final name.
+#[tokio::test]
+async fn roll_on_commit_makes_each_commit_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("n.jsonl");
+    std::fs::write(
+        &input,
+        (0..30)
+            .map(|i| format!("{{\"n\":{i}}}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let records = read_file(&uri(&input, "")).await;
+    let out = dir.path().join("out.jsonl");
+    let visible = || {
+        let mut parts: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("out-"))
+            .collect();
+        parts.sort();
+        parts
+    };
+    let s = sink(&uri(&out, "roll.on_commit=true")).await.unwrap();
+    let mut w = s.create_writer().await.unwrap();
+    w.write_batch(&records[..10]).await.unwrap();
+    assert!(visible().is_empty(), "nothing before the commit");
+    w.commit().await.unwrap();
+    assert_eq!(visible().len(), 1, "the commit is visible at once");
+    w.write_batch(&records[10..15]).await.unwrap();
+    w.rollback().await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(visible().len(), 1, "an empty commit adds no file");
+    w.write_batch(&records[15..30]).await.unwrap();
+    w.commit().await.unwrap();
+    w.close().await.unwrap();
+    let parts = visible();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    let mut all = Vec::new();
+    for p in &parts {
+        all.extend(read_file(&uri(&dir.path().join(p), "")).await);
+    }
+    assert_eq!(
+        ints(&all, "n"),
+        (0..10).chain(15..30).collect::<Vec<_>>(),
+        "committed records once each, the rolled-back ones absent"
+    );
+}

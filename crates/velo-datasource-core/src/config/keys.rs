@@ -175,6 +175,11 @@ pub const FILE_KEYS: &[KeySpec] = &[
         "sink: start a new file after this long, e.g. 5m",
     ),
     k(
+        "roll.on_commit",
+        &[],
+        "file sink: finish the file at every commit, so each commit is visible at once",
+    ),
+    k(
         "append",
         &[],
         "sink: append to an existing file instead of replacing it",

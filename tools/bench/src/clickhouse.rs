@@ -4,9 +4,8 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
-use crate::{Measure, measure};
+use crate::{Measure, measure_proc, run_sampled};
 
 fn client(port: &str, query: &str, input: Option<&Path>) -> String {
     let mut cmd = Command::new("clickhouse-client");
@@ -49,20 +48,21 @@ pub(crate) fn run(
     let mut ours = Vec::new();
     let mut bare = Vec::new();
     let mut floor = Vec::new();
+    let [mut ours_rss, mut bare_rss, mut floor_rss] = [0f64; 3];
     for rep in 0..reps {
         let copy = dir.join("clickhouse-copy.jsonl");
-        let t = Instant::now();
-        let status = Command::new(velo)
-            .args([
-                "pipe",
-                &format!("file://{}", input.display()),
-                &format!("file://{}", copy.display()),
-            ])
-            .args(["--no-progress", "--batch-size", "100000"])
-            .stderr(Stdio::null())
-            .status()
-            .expect("velo");
-        floor.push(t.elapsed().as_secs_f64());
+        let (status, secs, rss) = run_sampled(
+            Command::new(velo)
+                .args([
+                    "pipe",
+                    &format!("file://{}", input.display()),
+                    &format!("file://{}", copy.display()),
+                ])
+                .args(["--no-progress", "--batch-size", "100000"])
+                .stderr(Stdio::null()),
+        );
+        floor.push(secs);
+        floor_rss = floor_rss.max(rss);
         assert!(status.success(), "velo pipe file → file failed");
         let _ = std::fs::remove_file(&copy);
         let table = format!("bench_velo_{}_{rep}", std::process::id());
@@ -71,20 +71,20 @@ pub(crate) fn run(
             "{}/default?table={table}&batch.size=100000",
             url.replace("http://", "clickhouse://")
         );
-        let t = Instant::now();
-        let status = Command::new(velo)
-            .args([
-                "pipe",
-                &format!("file://{}", input.display()),
-                &sink,
-                "--no-progress",
-                "--batch-size",
-                "100000",
-            ])
-            .stderr(Stdio::null())
-            .status()
-            .expect("velo");
-        ours.push(t.elapsed().as_secs_f64());
+        let (status, secs, rss) = run_sampled(
+            Command::new(velo)
+                .args([
+                    "pipe",
+                    &format!("file://{}", input.display()),
+                    &sink,
+                    "--no-progress",
+                    "--batch-size",
+                    "100000",
+                ])
+                .stderr(Stdio::null()),
+        );
+        ours.push(secs);
+        ours_rss = ours_rss.max(rss);
         assert!(status.success(), "velo pipe into ClickHouse failed");
         assert_eq!(
             client(port, &format!("SELECT count() FROM {table}"), None),
@@ -94,13 +94,15 @@ pub(crate) fn run(
 
         let table = format!("bench_client_{}_{rep}", std::process::id());
         client(port, &format!("CREATE TABLE {table} {ddl}"), None);
-        let t = Instant::now();
-        client(
-            port,
-            &format!("INSERT INTO {table} FORMAT JSONEachRow"),
-            Some(&input),
+        let (status, secs, rss) = run_sampled(
+            Command::new("clickhouse-client")
+                .args(["--host", "127.0.0.1", "--port", port, "--query"])
+                .arg(format!("INSERT INTO {table} FORMAT JSONEachRow"))
+                .stdin(Stdio::from(std::fs::File::open(&input).expect("input"))),
         );
-        bare.push(t.elapsed().as_secs_f64());
+        assert!(status.success(), "clickhouse-client INSERT failed");
+        bare.push(secs);
+        bare_rss = bare_rss.max(rss);
         assert_eq!(
             client(port, &format!("SELECT count() FROM {table}"), None),
             rows.to_string()
@@ -109,8 +111,18 @@ pub(crate) fn run(
     }
     let _ = std::fs::remove_file(&input);
     (
-        measure("velo pipe → ClickHouse", "rows", (ours, rows as f64)),
-        measure("clickhouse-client INSERT", "rows", (bare, rows as f64)),
-        measure("velo pipe → file", "rows", (floor, rows as f64)),
+        measure_proc(
+            "velo pipe → ClickHouse",
+            "rows",
+            (ours, rows as f64),
+            ours_rss,
+        ),
+        measure_proc(
+            "clickhouse-client INSERT",
+            "rows",
+            (bare, rows as f64),
+            bare_rss,
+        ),
+        measure_proc("velo pipe → file", "rows", (floor, rows as f64), floor_rss),
     )
 }

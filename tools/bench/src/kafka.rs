@@ -11,7 +11,7 @@ use velo_datasource_core::{
     DataSourceRegistry, DataType, FieldDefinition, FieldValue, Schema, StreamRecord,
 };
 
-use crate::{Measure, measure};
+use crate::{Measure, added_peak_rss, measure_rss};
 
 /// 1,000,000 messages of ~100 bytes in 64 partitions: about 1.8 MB and
 /// 16,000 messages each, well under the mock's 5 MiB / 100,000 per partition.
@@ -139,28 +139,34 @@ pub(crate) fn run(
     let mut topics = Vec::new();
     let mut sink_runs = Vec::new();
     let mut bare_p_runs = Vec::new();
+    // The most memory any run added to this process, per side.
+    let [mut sink_rss, mut bare_p_rss, mut source_rss, mut bare_c_rss] = [0f64; 4];
     for rep in 0..reps {
         let ours = format!("bench-velo-{}-{rep}", std::process::id());
         let bare = format!("bench-bare-{}-{rep}", std::process::id());
         control(&format!("create_topic {ours} {PARTITIONS}"));
         control(&format!("create_topic {bare} {PARTITIONS}"));
         let t = Instant::now();
-        rt.block_on(async {
-            let uri = format!("kafka://{brokers}/{ours}?kafka.sticky.partitioning.linger.ms=0");
-            let sink = DataSourceRegistry::with_plugins()
-                .create_sink(&uri)
-                .await
-                .unwrap();
-            let mut w = sink.create_writer().await.unwrap();
-            for chunk in batch.chunks(10_000) {
-                w.write_batch(chunk).await.unwrap();
-            }
-            w.commit().await.unwrap();
+        let ((), rss) = added_peak_rss(|| {
+            rt.block_on(async {
+                let uri = format!("kafka://{brokers}/{ours}?kafka.sticky.partitioning.linger.ms=0");
+                let sink = DataSourceRegistry::with_plugins()
+                    .create_sink(&uri)
+                    .await
+                    .unwrap();
+                let mut w = sink.create_writer().await.unwrap();
+                for chunk in batch.chunks(10_000) {
+                    w.write_batch(chunk).await.unwrap();
+                }
+                w.commit().await.unwrap();
+            })
         });
         sink_runs.push(t.elapsed().as_secs_f64());
+        sink_rss = sink_rss.max(rss);
         let t = Instant::now();
-        bare_produce(brokers, &bare, n);
+        let (_, rss) = added_peak_rss(|| bare_produce(brokers, &bare, n));
         bare_p_runs.push(t.elapsed().as_secs_f64());
+        bare_p_rss = bare_p_rss.max(rss);
         for topic in [&ours, &bare] {
             let (low, high) = watermarks(brokers, topic);
             assert!(
@@ -174,7 +180,8 @@ pub(crate) fn run(
     let mut bare_c_runs = Vec::new();
     for (rep, topic) in topics.iter().enumerate() {
         let t = Instant::now();
-        let read = rt.block_on(async {
+        let (read, rss) = added_peak_rss(|| {
+            rt.block_on(async {
             let uri = format!(
                 "kafka://{brokers}/{topic}?bounded=true&format=raw&group_id=velo-bench-{rep}-{}",
                 std::process::id()
@@ -191,22 +198,37 @@ pub(crate) fn run(
                 count += r.read_batch(10_000).await.unwrap().len();
             }
             count
+        })
         });
         assert_eq!(read, n, "the velo source read every message");
         source_runs.push(t.elapsed().as_secs_f64());
+        source_rss = source_rss.max(rss);
         let t = Instant::now();
-        bare_consume(brokers, topic, n);
+        let (_, rss) = added_peak_rss(|| bare_consume(brokers, topic, n));
         bare_c_runs.push(t.elapsed().as_secs_f64());
+        bare_c_rss = bare_c_rss.max(rss);
     }
     let nf = n as f64;
     (
-        measure("velo Kafka sink (JSON records)", "records", (sink_runs, nf)),
-        measure("bare BaseProducer loop", "records", (bare_p_runs, nf)),
-        measure(
+        measure_rss(
+            "velo Kafka sink (JSON records)",
+            "records",
+            ((sink_runs, nf), sink_rss),
+        ),
+        measure_rss(
+            "bare BaseProducer loop",
+            "records",
+            ((bare_p_runs, nf), bare_p_rss),
+        ),
+        measure_rss(
             "velo Kafka source (bounded, raw)",
             "records",
-            (source_runs, nf),
+            ((source_runs, nf), source_rss),
         ),
-        measure("bare BaseConsumer loop", "records", (bare_c_runs, nf)),
+        measure_rss(
+            "bare BaseConsumer loop",
+            "records",
+            ((bare_c_runs, nf), bare_c_rss),
+        ),
     )
 }

@@ -30,6 +30,9 @@ pub(crate) struct Measure {
     unit: String,
     /// Peak resident memory in MiB, where measured.
     peak_rss_mib: Option<f64>,
+    /// Whether that peak is what a run added to the harness's own process
+    /// (in-process workloads) rather than the peak of a process of its own.
+    rss_in_process: bool,
 }
 
 impl Measure {
@@ -109,15 +112,63 @@ fn parse_args() -> Args {
     a
 }
 
-fn time<F: FnMut() -> f64>(reps: usize, mut f: F) -> (Vec<f64>, f64) {
+/// Times `reps` runs of `f` (which returns the units it processed), and
+/// the most resident memory any run added ([`added_peak_rss`]).
+fn time<F: FnMut() -> f64>(reps: usize, mut f: F) -> ((Vec<f64>, f64), f64) {
     let mut runs = Vec::with_capacity(reps);
     let mut units = 0.0;
+    let mut peak = 0f64;
     for _ in 0..reps {
         let t = Instant::now();
-        units = f();
+        let (u, rss) = added_peak_rss(&mut f);
+        units = u;
         runs.push(t.elapsed().as_secs_f64());
+        peak = peak.max(rss);
     }
-    (runs, units)
+    ((runs, units), peak)
+}
+
+/// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: &str, field: &str) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Runs `f` in this process and returns the resident memory it added at
+/// its peak, in MiB: the kernel's high-water mark (reset first through
+/// `/proc/self/clear_refs`) minus what was resident before, so the inputs
+/// the harness prepared beforehand do not count.
+pub(crate) fn added_peak_rss<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let before = status_kib("self", "VmRSS:").unwrap_or(0.0);
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let out = f();
+    let peak = status_kib("self", "VmHWM:").unwrap_or(0.0);
+    (out, (peak - before).max(0.0) / 1024.0)
+}
+
+/// Runs `cmd` to its end, sampling its peak RSS (VmHWM) every 5 ms;
+/// returns its output status, the seconds it took and the peak in MiB.
+pub(crate) fn run_sampled(cmd: &mut Command) -> (std::process::ExitStatus, f64, f64) {
+    let t = Instant::now();
+    let mut child = cmd.spawn().expect("spawn");
+    let pid = child.id().to_string();
+    let mut peak_kib = 0f64;
+    let status = loop {
+        if let Some(kib) = status_kib(&pid, "VmHWM:") {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    (status, t.elapsed().as_secs_f64(), peak_kib / 1024.0)
 }
 
 fn write_trades_csv(path: &Path, rows: usize) {
@@ -208,45 +259,55 @@ pub(crate) fn measure(name: &str, unit: &str, (runs, units): (Vec<f64>, f64)) ->
         units,
         unit: unit.into(),
         peak_rss_mib: None,
+        rss_in_process: false,
+    }
+}
+
+/// [`measure`] with the peak RSS of the runs, as [`time`] returns them.
+pub(crate) fn measure_rss(name: &str, unit: &str, (timed, rss): ((Vec<f64>, f64), f64)) -> Measure {
+    let mut m = measure(name, unit, timed);
+    m.peak_rss_mib = Some(rss);
+    m.rss_in_process = true;
+    m
+}
+
+/// [`measure`] with the peak RSS of a process of its own.
+pub(crate) fn measure_proc(name: &str, unit: &str, timed: (Vec<f64>, f64), rss: f64) -> Measure {
+    let mut m = measure(name, unit, timed);
+    m.peak_rss_mib = Some(rss);
+    m
+}
+
+impl Measure {
+    /// Rate, then peak memory where measured.
+    fn describe(&self) -> String {
+        let mut o = format!("{}: {}", self.name, fmt_rate(self));
+        match (self.peak_rss_mib, self.rss_in_process) {
+            (Some(rss), true) => o.push_str(&format!(", peak RSS +{rss:.1} MiB")),
+            (Some(rss), false) => o.push_str(&format!(", peak RSS {rss:.1} MiB")),
+            (None, _) => {}
+        }
+        o
     }
 }
 
 /// Runs `velo pipe` and samples its peak RSS (VmHWM) from /proc while it runs.
 fn run_pipe(velo: &Path, input: &Path, output: &Path) -> (f64, f64) {
     let _ = std::fs::remove_file(output);
-    let t = Instant::now();
-    let mut child = Command::new(velo)
-        .args([
-            "pipe",
-            &format!("file://{}", input.display()),
-            &format!("file://{}", output.display()),
-            "--no-progress",
-            "--batch-size",
-            "10000",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("velo");
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak_kib = 0f64;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(&status_path)
-            && let Some(line) = s.lines().find(|l| l.starts_with("VmHWM:"))
-        {
-            peak_kib = peak_kib.max(
-                line.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.0),
-            );
-        }
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(child.wait().unwrap().success(), "velo pipe failed");
-    (t.elapsed().as_secs_f64(), peak_kib / 1024.0)
+    let (status, secs, peak) = run_sampled(
+        Command::new(velo)
+            .args([
+                "pipe",
+                &format!("file://{}", input.display()),
+                &format!("file://{}", output.display()),
+                "--no-progress",
+                "--batch-size",
+                "10000",
+            ])
+            .stderr(std::process::Stdio::null()),
+    );
+    assert!(status.success(), "velo pipe failed");
+    (secs, peak)
 }
 
 fn tail_latency(rt: &tokio::runtime::Runtime, dir: &Path, lines: usize) -> Vec<f64> {
@@ -358,12 +419,12 @@ fn file_workloads(
     write_trades_csv(&csv_path, rows);
     let uri = format!("file://{}", csv_path.display());
     eprintln!("velo-bench: csv_read ({rows} rows)");
-    let ours = measure(
+    let ours = measure_rss(
         "velo file source (typed)",
         "records",
         time(reps, || velo_read_all(rt, &uri)),
     );
-    let raw = measure(
+    let raw = measure_rss(
         "csv::ByteRecord",
         "records",
         time(reps, || {
@@ -376,7 +437,7 @@ fn file_workloads(
             n as f64
         }),
     );
-    let hashmap = measure(
+    let hashmap = measure_rss(
         "HashMap<String,String> per record",
         "records",
         time(reps, || {
@@ -405,7 +466,7 @@ fn file_workloads(
         Some(0.5),
         "",
     ));
-    let ours_again = measure(
+    let ours_again = measure_rss(
         "velo file source (typed)",
         "records",
         time(reps, || velo_read_all(rt, &uri)),
@@ -424,12 +485,12 @@ fn file_workloads(
     write_trades_jsonl(&jsonl_path, rows);
     let uri = format!("file://{}", jsonl_path.display());
     eprintln!("velo-bench: jsonl_read ({rows} rows)");
-    let ours = measure(
+    let ours = measure_rss(
         "velo file source (typed)",
         "records",
         time(reps, || velo_read_all(rt, &uri)),
     );
-    let base = measure(
+    let base = measure_rss(
         "serde_json::Value per line",
         "records",
         time(reps, || {
@@ -460,7 +521,7 @@ fn file_workloads(
     let out = dir.join("out.jsonl");
     let bytes = std::fs::metadata(&csv_path).unwrap().len() as f64;
     let mut peak = 0f64;
-    let (runs, _) = time(reps, || {
+    let ((runs, _), _) = time(reps, || {
         let (_, rss) = run_pipe(&args.velo, &csv_path, &out);
         peak = peak.max(rss);
         rows as f64
@@ -514,6 +575,7 @@ fn file_workloads(
         units: lat.len() as f64,
         unit: "records".into(),
         peak_rss_mib: None,
+        rss_in_process: false,
     };
     let mut c = compare(
         "file tail latency",
@@ -698,16 +760,9 @@ fn markdown(r: &Report) -> String {
                 c.ours.runs[1] * 1000.0
             )
         } else {
-            let mut o = format!("{}: {}", c.ours.name, fmt_rate(&c.ours));
-            if let Some(rss) = c.ours.peak_rss_mib {
-                o.push_str(&format!(", peak RSS {rss:.1} MiB"));
-            }
-            o
+            c.ours.describe()
         };
-        let base = c
-            .baseline
-            .as_ref()
-            .map_or("-".into(), |b| format!("{}: {}", b.name, fmt_rate(b)));
+        let base = c.baseline.as_ref().map_or("-".into(), Measure::describe);
         let ratio = c.ratio.map_or("-".into(), |x| format!("{x:.2}"));
         let met = match c.met {
             Some(true) => "yes",

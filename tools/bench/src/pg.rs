@@ -8,7 +8,7 @@ use std::time::Instant;
 use velo_datasource_core::{DataSource, DataSourceUri};
 use velo_pg_cdc::PostgresSource;
 
-use crate::{Measure, measure};
+use crate::{Measure, added_peak_rss, measure_proc, measure_rss, run_sampled};
 
 fn psql(url: &str, sql: &str) -> String {
     let out = Command::new("psql")
@@ -77,10 +77,12 @@ pub(crate) fn run(
     let end = psql(url, "SELECT pg_current_wal_lsn()");
     let mut ours = Vec::new();
     let mut bare = Vec::new();
+    let (mut ours_rss, mut bare_rss) = (0f64, 0f64);
     for rep in 0..reps {
         let slot = &slots[rep * 2];
         let t = Instant::now();
-        let n = rt.block_on(async {
+        let (n, rss) = added_peak_rss(|| {
+            rt.block_on(async {
             let mut source = PostgresSource::new();
             let uri = format!(
                 "{url}?table={table}&slot={slot}&publication={table}&until={end}&heartbeat_interval=0s&batch.timeout=200ms"
@@ -97,28 +99,30 @@ pub(crate) fn run(
             }
             reader.close().await.unwrap();
             n
+        })
         });
         ours.push(t.elapsed().as_secs_f64());
+        ours_rss = ours_rss.max(rss);
         assert_eq!(n, rows, "velo read every change");
 
         let slot = &slots[rep * 2 + 1];
-        let t = Instant::now();
-        let status = Command::new(pg_recvlogical())
-            .args([
-                "-d",
-                url,
-                "--slot",
-                slot,
-                "--start",
-                "--no-loop",
-                "-f",
-                "/dev/null",
-            ])
-            .args(["--endpos", &end, "-o", "proto_version=1", "-o"])
-            .arg(format!("publication_names={table}"))
-            .status()
-            .expect("pg_recvlogical");
-        bare.push(t.elapsed().as_secs_f64());
+        let (status, secs, rss) = run_sampled(
+            Command::new(pg_recvlogical())
+                .args([
+                    "-d",
+                    url,
+                    "--slot",
+                    slot,
+                    "--start",
+                    "--no-loop",
+                    "-f",
+                    "/dev/null",
+                ])
+                .args(["--endpos", &end, "-o", "proto_version=1", "-o"])
+                .arg(format!("publication_names={table}")),
+        );
+        bare.push(secs);
+        bare_rss = bare_rss.max(rss);
         assert!(status.success(), "pg_recvlogical failed");
     }
     for slot in &slots {
@@ -129,7 +133,11 @@ pub(crate) fn run(
         &format!("DROP PUBLICATION {table}; DROP TABLE {table}"),
     );
     (
-        measure("velo CDC reader", "changes", (ours, rows as f64)),
-        measure("pg_recvlogical", "changes", (bare, rows as f64)),
+        measure_rss(
+            "velo CDC reader",
+            "changes",
+            ((ours, rows as f64), ours_rss),
+        ),
+        measure_proc("pg_recvlogical", "changes", (bare, rows as f64), bare_rss),
     )
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use velo_datasource_core::{DataSource, DataSourceUri};
 use velo_s3::S3Source;
 
-use crate::{Measure, measure};
+use crate::{Measure, added_peak_rss, measure_rss};
 
 fn env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| panic!("{var} (set by cargo xtask bench)"))
@@ -57,44 +57,50 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, objects: usize, reps: usize) -> 
     );
     let mut ours = Vec::new();
     let mut bare = Vec::new();
+    let (mut ours_rss, mut bare_rss) = (0f64, 0f64);
     for _ in 0..reps {
         let t = Instant::now();
-        let records = rt.block_on(async {
-            let mut source = S3Source::new();
-            source
-                .initialize(
-                    DataSourceUri::parse(&uri)
-                        .unwrap()
-                        .to_source_config()
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            let mut reader = source.create_reader().await.unwrap();
-            let mut n = 0;
-            while reader.has_more().await.unwrap() {
-                n += reader.read_batch(10_000).await.unwrap().len();
-            }
-            n
+        let (records, rss) = added_peak_rss(|| {
+            rt.block_on(async {
+                let mut source = S3Source::new();
+                source
+                    .initialize(
+                        DataSourceUri::parse(&uri)
+                            .unwrap()
+                            .to_source_config()
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                let mut reader = source.create_reader().await.unwrap();
+                let mut n = 0;
+                while reader.has_more().await.unwrap() {
+                    n += reader.read_batch(10_000).await.unwrap().len();
+                }
+                n
+            })
         });
         ours.push(t.elapsed().as_secs_f64());
+        ours_rss = ours_rss.max(rss);
         assert_eq!(records, objects * 2000, "velo read every record");
-        // boto3 times itself, from listing to the last byte.
-        let seconds: f64 = boto3(&format!(
-            "t = time.time()\nn = 0\nfor page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix='{prefix}/'):\n    \
+        // boto3 times itself, from listing to the last byte, and reports the
+        // memory its process added meanwhile (ru_maxrss, KiB, against VmRSS before).
+        let out = boto3(&format!(
+            "import resource\nbefore = int([l for l in open('/proc/self/status') if l.startswith('VmRSS:')][0].split()[1])\n\
+             t = time.time()\nn = 0\nfor page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix='{prefix}/'):\n    \
              for o in page.get('Contents', []):\n        n += len(s3.get_object(Bucket=bucket, Key=o['Key'])['Body'].read())\n\
-             print(time.time() - t)"
-        ))
-        .parse()
-        .expect("seconds");
-        bare.push(seconds);
+             print(time.time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
+        ));
+        let (seconds, added_kib) = out.split_once(' ').expect("seconds and KiB");
+        bare.push(seconds.parse().expect("seconds"));
+        bare_rss = bare_rss.max(added_kib.trim().parse::<f64>().expect("KiB") / 1024.0);
     }
     boto3(&format!(
         "for page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket, Prefix='{prefix}/'):\n    \
          for o in page.get('Contents', []):\n        s3.delete_object(Bucket=bucket, Key=o['Key'])"
     ));
     (
-        measure("velo S3 source (records)", "B", (ours, total)),
-        measure("boto3 sequential download", "B", (bare, total)),
+        measure_rss("velo S3 source (records)", "B", ((ours, total), ours_rss)),
+        measure_rss("boto3 sequential download", "B", ((bare, total), bare_rss)),
     )
 }

@@ -9,7 +9,7 @@ use std::process::{Command, ExitCode};
 
 use crate::{Result, project_root};
 
-pub(crate) fn run(quick: bool) -> Result<ExitCode> {
+pub(crate) fn run(quick: bool, only: Option<&str>) -> Result<ExitCode> {
     let root = project_root();
     let out_dir = root.join("target").join("bench");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
@@ -42,6 +42,9 @@ pub(crate) fn run(quick: bool) -> Result<ExitCode> {
         .arg(release.join("velo"));
     if quick {
         cmd.arg("--quick");
+    }
+    if let Some(group) = only {
+        cmd.args(["--only", group]);
     }
     // The Kafka and PostgreSQL workloads need their services, started like `itest` starts them.
     let running = crate::services::up(

@@ -94,6 +94,9 @@ enum Cmd {
         /// Fewer repetitions and smaller inputs.
         #[arg(long)]
         quick: bool,
+        /// Only this group of workloads: file, kafka, postgres, s3 or clickhouse.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Repository hygiene checks.
     Tidy,
@@ -152,7 +155,7 @@ fn main() -> ExitCode {
                 }
             }),
         },
-        Cmd::Bench { quick } => bench::run(quick),
+        Cmd::Bench { quick, only } => bench::run(quick, only.as_deref()),
         Cmd::Tidy => tidy::run(),
     };
     match result {

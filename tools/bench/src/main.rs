@@ -538,8 +538,8 @@ fn file_workloads(
         &format!("{mb_s:.1} MB/s of CSV input"),
     ));
 
-    // Streaming a large file stays small in memory.
-    let big_rows = if args.quick { 1_500_000 } else { 15_000_000 };
+    // Streaming a large file (over 1 GB) stays small in memory.
+    let big_rows = if args.quick { 1_800_000 } else { 18_000_000 };
     eprintln!("velo-bench: stream_rss ({big_rows} rows)");
     let big = dir.join("big.csv");
     write_trades_csv(&big, big_rows);

@@ -291,6 +291,41 @@ async fn outages_transient_and_permanent_errors_and_transactions() {
         (0..400).collect::<Vec<_>>(),
         "the source read each record once"
     );
+
+    // e. A rebalance while a transaction is open: another consumer joins the
+    //    group and takes partitions. The records of those partitions are in
+    //    the open transaction, but their offsets are no longer this
+    //    consumer's: the commit aborts rather than deliver them twice.
+    w.write_batch(&records(400, 600)).await.unwrap();
+    w.commit().await.unwrap();
+    let mut t3 = writer(&output, &format!("transactional.id={}", unique("eos-id"))).await;
+    assert!(t3.link_source(&link));
+    let batch = read(&mut r, &mut got, 100).await;
+    t3.write_batch(&batch).await.unwrap();
+    let mut r2: Box<dyn DataReader> = DataSourceRegistry::with_plugins()
+        .create_source(&uri)
+        .await
+        .unwrap()
+        .create_reader()
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    // Both poll so that the group rebalances; the newcomer gets partitions.
+    while r2.position().unwrap().is_empty() && Instant::now() < until {
+        let _ = r2.read_batch(1).await.unwrap();
+        let _ = r.read_batch(1).await.unwrap();
+    }
+    assert!(
+        !r2.position().unwrap().is_empty(),
+        "the second consumer got partitions"
+    );
+    let e = t3
+        .commit_with_position(&r.position().unwrap())
+        .await
+        .unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    assert!(e.to_string().contains("reassigned"), "{e}");
+    r2.close().await.unwrap();
     let back = read_back(&output).await;
     for n in 0..300 {
         assert!(back.contains(&n), "committed record {n} is in the output");

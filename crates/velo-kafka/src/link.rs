@@ -34,6 +34,14 @@ impl std::fmt::Debug for ConsumerLink {
 }
 
 impl ConsumerLink {
+    /// How many rebalances have taken partitions from this consumer so far.
+    pub(crate) fn revocations(&self) -> u64 {
+        self.consumer
+            .context()
+            .revocations
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The group's generation and member now (they change with each rebalance).
     pub(crate) fn group_metadata(&self) -> Result<ConsumerGroupMetadata> {
         self.consumer.group_metadata().ok_or_else(|| {
@@ -44,9 +52,9 @@ impl ConsumerLink {
         })
     }
 
-    /// The Kafka offsets of `position` for the partitions this consumer still
-    /// owns: offsets of partitions taken away by a rebalance belong to their
-    /// new owner and must not go into this transaction.
+    /// The Kafka offsets of `position` for the partitions this consumer
+    /// owns. (A transaction that spans a rebalance is aborted before this is
+    /// asked; the filter only keeps a stale entry out.)
     pub(crate) fn owned_offsets(&self, position: &SourcePosition) -> Result<TopicPartitionList> {
         let assignment = self
             .consumer

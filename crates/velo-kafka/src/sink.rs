@@ -142,6 +142,8 @@ pub struct KafkaWriter {
     link: Option<Arc<ConsumerLink>>,
     /// The source position last committed with a transaction.
     sent: Option<SourcePosition>,
+    /// The linked consumer's revocation count when the open transaction began.
+    began_at_revocation: u64,
     metrics: SinkMetrics,
 }
 
@@ -300,6 +302,7 @@ impl KafkaWriter {
             in_transaction: false,
             link: None,
             sent: None,
+            began_at_revocation: 0,
             metrics: SinkMetrics::new("kafka"),
         })
     }
@@ -309,6 +312,7 @@ impl KafkaWriter {
             .begin_transaction()
             .map_err(|e| produce_error(&self.opts, "begin_transaction", e))?;
         self.in_transaction = true;
+        self.began_at_revocation = self.link.as_ref().map_or(0, |l| l.revocations());
         Ok(())
     }
 
@@ -492,6 +496,23 @@ impl DataWriter for KafkaWriter {
         };
         if self.sent.as_ref() == Some(position) && !self.in_transaction {
             return Ok(());
+        }
+        if self.in_transaction && link.revocations() != self.began_at_revocation {
+            // Records of partitions now owned by another consumer are in this
+            // transaction, and their offsets are no longer ours to commit:
+            // their new owner reads them again from the group's offsets.
+            // Committing would deliver them twice; abort instead.
+            self.rollback().await?;
+            return Err(Error::Connection {
+                endpoint: self.opts.common.brokers.clone(),
+                message: format!(
+                    "the partitions of consumer group `{}` were reassigned while a transaction was open; \
+                     it was aborted so that every record is delivered once: continue from the group's offsets",
+                    link.group
+                ),
+                retryable: true,
+                source: None,
+            });
         }
         let offsets = link.owned_offsets(position)?;
         if !self.in_transaction {

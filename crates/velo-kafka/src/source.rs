@@ -33,6 +33,9 @@ type Highs = Arc<Mutex<HashMap<(String, i32), i64>>>;
 pub(crate) struct Ctx {
     positions: Positions,
     highs: Highs,
+    /// Rebalances that took partitions away, so far (a transactional writer
+    /// fed by this consumer aborts a transaction that spans one).
+    pub(crate) revocations: std::sync::atomic::AtomicU64,
 }
 
 impl ClientContext for Ctx {
@@ -52,6 +55,8 @@ impl ClientContext for Ctx {
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            self.revocations
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                 Err(e) => tracing::warn!("committing before a rebalance failed: {e}"),
@@ -266,6 +271,7 @@ impl KafkaReader {
             .create_with_context(Ctx {
                 positions: positions.clone(),
                 highs: highs.clone(),
+                revocations: Default::default(),
             })
             .map_err(|e| kafka_error(&opts.common.brokers, "cannot create a consumer", e))?;
         let consumer = Arc::new(consumer);

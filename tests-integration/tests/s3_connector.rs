@@ -195,6 +195,47 @@ async fn filters_against_the_server() {
     assert_eq!(count("modified_since=2999-01-01T00:00:00Z").await, 0);
 }
 
+/// Writes 10,000 numbered records (3,000 per object) through the sink at
+/// `uri` and commits, then writes 10 more and rolls them back.
+async fn write_rolled_then_roll_back(uri: &str) {
+    let mut sink = S3Sink::new();
+    sink.initialize(DataSourceUri::parse(uri).unwrap().to_sink_config().unwrap())
+        .await
+        .unwrap();
+    let mut writer = sink.create_writer().await.unwrap();
+    let records = numbered(10_000, 3000);
+    writer.write_batch(&records).await.unwrap();
+    writer.commit().await.unwrap();
+    writer.write_batch(&records[..10]).await.unwrap();
+    writer.rollback().await.unwrap();
+    writer.close().await.unwrap();
+}
+
+/// Reads `first` records from the bounded source at `uri`, drops the reader,
+/// and reads the rest with a new one restored to the first one's position.
+async fn read_with_a_restart(uri: &str, first: usize, batch: usize) -> Vec<(i64, i64)> {
+    let mut src = S3Source::new();
+    src.initialize(
+        DataSourceUri::parse(uri)
+            .unwrap()
+            .to_source_config()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut reader = src.create_reader().await.unwrap();
+    let mut back = ids(&reader.read_batch(first).await.unwrap());
+    assert_eq!(back.len(), first);
+    let position = reader.position().unwrap();
+    drop(reader);
+    let mut reader = src.create_reader().await.unwrap();
+    reader.restore(position).await.unwrap();
+    while reader.has_more().await.unwrap() {
+        back.extend(ids(&reader.read_batch(batch).await.unwrap()));
+    }
+    back
+}
+
 /// `az://` against Azurite: the same source and sink over Azure Blob Storage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_blob_round_trip_and_resume() {
@@ -215,42 +256,8 @@ async fn azure_blob_round_trip_and_resume() {
             endpoint("VELO_TEST_AZURE_ENDPOINT"),
         )
     };
-    let mut sink = S3Sink::new();
-    sink.initialize(
-        DataSourceUri::parse(&uri("roll.records=3000"))
-            .unwrap()
-            .to_sink_config()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    let mut writer = sink.create_writer().await.unwrap();
-    let records = numbered(10_000, 3000);
-    writer.write_batch(&records).await.unwrap();
-    writer.commit().await.unwrap();
-    writer.write_batch(&records[..10]).await.unwrap();
-    writer.rollback().await.unwrap();
-    writer.close().await.unwrap();
-
-    let mut src = S3Source::new();
-    src.initialize(
-        DataSourceUri::parse(&uri("until=end"))
-            .unwrap()
-            .to_source_config()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    let mut reader = src.create_reader().await.unwrap();
-    let mut back = ids(&reader.read_batch(4500).await.unwrap());
-    assert_eq!(back.len(), 4500);
-    let position = reader.position().unwrap();
-    drop(reader);
-    let mut reader = src.create_reader().await.unwrap();
-    reader.restore(position).await.unwrap();
-    while reader.has_more().await.unwrap() {
-        back.extend(ids(&reader.read_batch(4000).await.unwrap()));
-    }
+    write_rolled_then_roll_back(&uri("roll.records=3000")).await;
+    let back = read_with_a_restart(&uri("until=end"), 4500, 4000).await;
     assert_eq!(
         back.len(),
         10_000,
@@ -287,46 +294,14 @@ async fn gcs_client_round_trip_resume_and_independent_client() {
          for o in range(20):\n    body = ''.join('{{\"o\": %d, \"i\": %d}}\\n' % (o, o * 50 + i) for i in range(50))\n    \
          s3.put_object(Bucket=bucket, Key='{prefix}/in/obj-%02d.jsonl' % o, Body=body.encode())\n"
     ));
-    let mut src = S3Source::new();
-    src.initialize(
-        DataSourceUri::parse(&uri("in", "until=end"))
-            .unwrap()
-            .to_source_config()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    let mut reader = src.create_reader().await.unwrap();
-    let mut back = ids(&reader.read_batch(330).await.unwrap());
-    // Resume in the middle of an object, from its byte offset.
-    let position = reader.position().unwrap();
-    drop(reader);
-    let mut reader = src.create_reader().await.unwrap();
-    reader.restore(position).await.unwrap();
-    while reader.has_more().await.unwrap() {
-        back.extend(ids(&reader.read_batch(400).await.unwrap()));
-    }
+    // Resumed in the middle of an object, from its byte offset.
+    let back = read_with_a_restart(&uri("in", "until=end"), 330, 400).await;
     assert_eq!(back.len(), 1000, "each of 1,000 records once");
     assert!(back.iter().enumerate().all(|(n, (_, i))| *i == n as i64));
 
     // The sink through gs://: rolled objects by multipart upload, a rolled-back
     // batch absent; boto3 lists and reads them.
-    let mut sink = S3Sink::new();
-    sink.initialize(
-        DataSourceUri::parse(&uri("out", "roll.records=3000"))
-            .unwrap()
-            .to_sink_config()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    let mut writer = sink.create_writer().await.unwrap();
-    let records = numbered(10_000, 3000);
-    writer.write_batch(&records).await.unwrap();
-    writer.commit().await.unwrap();
-    writer.write_batch(&records[..10]).await.unwrap();
-    writer.rollback().await.unwrap();
-    writer.close().await.unwrap();
+    write_rolled_then_roll_back(&uri("out", "roll.records=3000")).await;
     let listed = boto3(&format!(
         "import json\nbucket = '{bucket}'\nkeys = [o['Key'] for o in s3.list_objects_v2(Bucket=bucket, Prefix='{prefix}/out/')['Contents']]\n\
          n = 0\nfor k in sorted(keys):\n    for line in s3.get_object(Bucket=bucket, Key=k)['Body'].read().decode().splitlines():\n        \

@@ -14,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::{Offset, TopicPartitionList};
 use velo_datasource_core::{Error, Result, SourceOffset, SourcePosition};
 
-use crate::source::{Ctx, kafka_error};
+use crate::source::{Ctx, kafka_error, kafka_offset};
 
 /// The consumer behind a Kafka reader, as seen by a transactional writer.
 pub(crate) struct ConsumerLink {
@@ -62,19 +62,9 @@ impl ConsumerLink {
             .map_err(|e| kafka_error(&self.brokers, "assignment", e))?;
         let mut tpl = TopicPartitionList::new();
         for o in &position.offsets {
-            let SourceOffset::Kafka {
-                topic,
-                partition,
-                offset,
-            } = o
-            else {
-                return Err(Error::Offset(format!(
-                    "not a Kafka offset in a Kafka → Kafka transaction: {}",
-                    o.describe()
-                )));
-            };
-            if assignment.find_partition(topic, *partition).is_some() {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            let (topic, partition, offset) = kafka_offset(o)?;
+            if assignment.find_partition(topic, partition).is_some() {
+                tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
                     .map_err(|e| kafka_error(&self.brokers, "offsets", e))?;
             }
         }

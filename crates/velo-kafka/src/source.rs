@@ -91,6 +91,21 @@ fn commit_can_wait(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// The topic, partition and offset of a Kafka offset; any other kind is an error.
+pub(crate) fn kafka_offset(o: &SourceOffset) -> Result<(&str, i32, i64)> {
+    match o {
+        SourceOffset::Kafka {
+            topic,
+            partition,
+            offset,
+        } => Ok((topic, *partition, *offset)),
+        other => Err(Error::Offset(format!(
+            "not a Kafka offset: {}",
+            other.describe()
+        ))),
+    }
+}
+
 pub(crate) fn kafka_error(brokers: &str, what: &str, e: KafkaError) -> Error {
     let retryable = !matches!(
         e,
@@ -787,19 +802,9 @@ impl DataReader for KafkaReader {
 
     async fn restore(&mut self, position: SourcePosition) -> Result<()> {
         let mut at = HashMap::new();
-        for o in position.offsets {
-            let SourceOffset::Kafka {
-                topic,
-                partition,
-                offset,
-            } = o
-            else {
-                return Err(Error::Offset(format!(
-                    "not a Kafka offset: {}",
-                    o.describe()
-                )));
-            };
-            at.insert((topic, partition), offset);
+        for o in &position.offsets {
+            let (topic, partition, offset) = kafka_offset(o)?;
+            at.insert((topic.to_owned(), partition), offset);
         }
         let state = self.state_mut()?;
         if !state.started {

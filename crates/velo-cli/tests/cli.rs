@@ -473,3 +473,46 @@ fn metrics_endpoint_serves_prometheus_text_while_running() {
         "lag per partition: {body}"
     );
 }
+
+/// An unreadable file is a clear error naming it. Root reads anything, so
+/// under root (as in CI) `velo` runs as `nobody` through `runuser`; the
+/// directory is open to everyone, so only the file's own mode stands in
+/// the way.
+#[test]
+fn an_unreadable_file_is_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let locked = dir.path().join("locked.csv");
+    std::fs::write(&locked, "a\n1\n").unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let args = [
+        "pipe".to_owned(),
+        format!("file://{}", locked.display()),
+        format!("file://{}", dir.path().join("out.jsonl").display()),
+    ];
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap();
+    let out = if root {
+        let velo = velo();
+        Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .arg(velo.get_program())
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    } else {
+        velo().args(&args).output().unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ")
+            && stderr.contains("locked.csv")
+            && stderr.contains("ermission"),
+        "{stderr}"
+    );
+}

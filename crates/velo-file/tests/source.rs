@@ -172,7 +172,8 @@ async fn clear_errors_for_bad_input() {
         e.contains("`delimiter`") && e.contains("one ASCII character"),
         "{e}"
     );
-    // Unreadable file: root reads anything, so this only means something for other users.
+    // Unreadable file: root reads anything, so this only means something for other
+    // users; velo-cli's `an_unreadable_file_is_a_clear_error` runs it as `nobody` under root.
     let locked = dir.path().join("locked.csv");
     std::fs::write(&locked, "a\n1\n").unwrap();
     use std::os::unix::fs::PermissionsExt;

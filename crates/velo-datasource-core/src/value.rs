@@ -567,7 +567,7 @@ fn number_value(n: &serde_json::Number) -> FieldValue {
     }
 }
 
-fn parse_float(t: &str) -> Option<f64> {
+pub(crate) fn parse_float(t: &str) -> Option<f64> {
     match t {
         "NaN" | "nan" => Some(f64::NAN),
         "Infinity" | "inf" | "+Infinity" => Some(f64::INFINITY),

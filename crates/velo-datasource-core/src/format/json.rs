@@ -47,7 +47,9 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Decoded, A::Error> {
         let fields = self.schema.fields();
-        let mut values = vec![FieldValue::Null; fields.len()];
+        // Filled without cloning a `Null` per slot (`vec![Null; n]` clones).
+        let mut values = Vec::with_capacity(fields.len());
+        values.resize_with(fields.len(), || FieldValue::Null);
         let mut extra = Vec::new();
         let mut expected = 0;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
@@ -68,6 +70,17 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
         }
         Ok(Decoded { values, extra })
     }
+}
+
+/// Whether `v` is a non-null scalar of exactly `ty` (nothing to coerce or check).
+fn scalar_of_type(v: &FieldValue, ty: &DataType) -> bool {
+    matches!(
+        (v, ty),
+        (FieldValue::Boolean(_), DataType::Boolean)
+            | (FieldValue::Integer(_), DataType::Integer)
+            | (FieldValue::Float(_), DataType::Float)
+            | (FieldValue::String(_), DataType::String)
+    )
 }
 
 /// Shared by both JSON decoders: the schema and how strictly to hold it.
@@ -106,6 +119,10 @@ impl ObjectDecoder {
         let mut widened: Option<Vec<FieldDefinition>> = None;
         for (i, slot) in values.iter_mut().enumerate() {
             let field = &self.schema.fields()[i];
+            // Most values already have their field's type: leave them where they are.
+            if scalar_of_type(slot, &field.data_type) {
+                continue;
+            }
             let v = std::mem::replace(slot, FieldValue::Null);
             *slot = match v.coerce(&field.data_type) {
                 Ok(v) => {

@@ -181,6 +181,34 @@ fn store_error(opts: &S3Options, doing: &str, e: object_store::Error) -> Error {
 }
 
 /// The first bytes of an object (decompressed), for inference.
+/// A download started ahead of time (see `start_prefetch`).
+type Prefetch = tokio::task::JoinHandle<object_store::Result<Bytes>>;
+
+/// The whole object: from its download ahead when one was started, else
+/// fetched now.
+async fn whole_object(
+    opts: &S3Options,
+    meta: &ObjectMeta,
+    prefetched: Option<Prefetch>,
+    what: &str,
+) -> Result<Bytes> {
+    let get_err = |e: object_store::Error| store_error(opts, &format!("reading {what}"), e);
+    match prefetched {
+        Some(h) => h
+            .await
+            .map_err(|e| Error::State(e.to_string()))?
+            .map_err(get_err),
+        None => opts
+            .store
+            .get(&meta.location)
+            .await
+            .map_err(get_err)?
+            .bytes()
+            .await
+            .map_err(get_err),
+    }
+}
+
 async fn sample_of(opts: &S3Options, meta: &ObjectMeta) -> Result<Vec<u8>> {
     let compression = Compression::from_path(meta.location.as_ref());
     if compression == Compression::None {
@@ -275,7 +303,7 @@ pub struct S3Reader {
     policy: BadRecordPolicy,
     state: ListingState,
     queue: VecDeque<ObjectMeta>,
-    prefetch: HashMap<Path, tokio::task::JoinHandle<object_store::Result<Bytes>>>,
+    prefetch: HashMap<Path, Prefetch>,
     /// In a mutex only to make the reader `Sync` (`has_more(&self)`); never contended.
     open: std::sync::Mutex<Option<Open>>,
     last_listing: Option<Instant>,
@@ -470,20 +498,8 @@ impl S3Reader {
         }
         let get_err = |e: object_store::Error| store_error(&opts, &format!("reading {what}"), e);
         if format::is_record_file(opts.format.format) {
-            let body = match self.prefetch.remove(&meta.location) {
-                Some(h) => h
-                    .await
-                    .map_err(|e| Error::State(e.to_string()))?
-                    .map_err(get_err)?,
-                None => opts
-                    .store
-                    .get(&meta.location)
-                    .await
-                    .map_err(get_err)?
-                    .bytes()
-                    .await
-                    .map_err(get_err)?,
-            };
+            let body =
+                whole_object(&opts, &meta, self.prefetch.remove(&meta.location), &what).await?;
             let mut file =
                 tempfile::NamedTempFile::new().map_err(|e| Error::io(std::env::temp_dir(), e))?;
             std::io::Write::write_all(&mut file, &body).map_err(|e| Error::io(file.path(), e))?;
@@ -509,27 +525,15 @@ impl S3Reader {
         let prefetched = self.prefetch.remove(&meta.location);
         // The schema (and CSV header) come from the object's first bytes.
         let (sample, mut body) = if compression != Compression::None {
-            let whole = match prefetched {
-                Some(h) => h
-                    .await
-                    .map_err(|e| Error::State(e.to_string()))?
-                    .map_err(get_err)?,
-                None => opts
-                    .store
-                    .get(&meta.location)
-                    .await
-                    .map_err(get_err)?
-                    .bytes()
-                    .await
-                    .map_err(get_err)?,
-            };
+            let whole = whole_object(&opts, &meta, prefetched, &what).await?;
             let mut sample = Vec::new();
             compression
                 .reader(std::io::Cursor::new(whole.clone()))?
                 .take(SAMPLE as u64)
                 .read_to_end(&mut sample)
                 .map_err(|e| Error::decode(what.clone(), format!("decompressing: {e}")))?;
-            let mut reader = compression.reader(std::io::Cursor::new(whole))?;
+            // `Bytes` clones share the buffer: kept to start over if need be.
+            let mut reader = compression.reader(std::io::Cursor::new(whole.clone()))?;
             // Compressed objects cannot be entered in the middle: decompress up to the offset.
             let skipped = std::io::copy(&mut (&mut reader).take(offset), &mut std::io::sink())
                 .map_err(|e| Error::decode(what.clone(), format!("decompressing: {e}")))?;
@@ -539,16 +543,13 @@ impl S3Reader {
                 records = 0;
                 (
                     sample,
-                    Body::Decompress(compression.reader(std::io::Cursor::new(Bytes::new()))?),
+                    Body::Decompress(compression.reader(std::io::Cursor::new(whole))?),
                 )
             } else {
                 (sample, Body::Decompress(reader))
             }
         } else if let Some(handle) = prefetched {
-            let whole = handle
-                .await
-                .map_err(|e| Error::State(e.to_string()))?
-                .map_err(get_err)?;
+            let whole = whole_object(&opts, &meta, Some(handle), &what).await?;
             let sample = whole[..whole.len().min(SAMPLE)].to_vec();
             (sample, Body::Whole(Some(whole.slice(offset as usize..))))
         } else {

@@ -210,6 +210,41 @@ async fn the_cursor_stays_small_as_objects_accumulate() {
     );
 }
 
+/// An offset past the end of a compressed object (the object is shorter
+/// than the position says): the object is read from its start, whole.
+#[tokio::test]
+async fn an_offset_past_a_compressed_object_reads_it_from_the_start() {
+    let store = Arc::new(InMemory::new());
+    let mut gz = velo_datasource_core::format::compression::Compression::Gzip
+        .writer(Vec::new())
+        .unwrap();
+    std::io::Write::write_all(&mut gz, jsonl(0, 50).as_bytes()).unwrap();
+    store
+        .put(
+            &Path::from("z/data.jsonl.gz"),
+            PutPayload::from(gz.finish().unwrap()),
+        )
+        .await
+        .unwrap();
+    let source = S3Source::with_options(options(
+        &store,
+        "z",
+        "until=end&format=jsonl",
+        FileFormat::JsonLines,
+    ));
+    let mut reader = source.create_reader().await.unwrap();
+    reader
+        .seek(velo_datasource_core::SourceOffset::S3 {
+            bucket: "mem".into(),
+            key: "z/data.jsonl.gz".into(),
+            byte_offset: 1 << 20,
+        })
+        .await
+        .unwrap();
+    let back = read_all(&mut reader).await;
+    assert_eq!(back, (0..50).map(|i| (0, i)).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn csv_gzip_objects_and_resume_inside_a_compressed_one() {
     let store = Arc::new(InMemory::new());

@@ -313,6 +313,24 @@ fn build_store(
     })
 }
 
+/// An object-store error as ours: retryable unless it is about the object
+/// or the credentials (missing, bad path, denied), where retrying cannot help.
+pub(crate) fn store_error(opts: &S3Options, doing: &str, e: object_store::Error) -> Error {
+    let retryable = !matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+    );
+    Error::Connection {
+        endpoint: opts.bucket.clone(),
+        message: format!("{doing}: {e}"),
+        retryable,
+        source: Some(Box::new(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use velo_datasource_core::DataSourceUri;

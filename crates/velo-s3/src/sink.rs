@@ -22,7 +22,7 @@ use velo_datasource_core::{
     DataSink, DataWriter, Error, Result, SinkConfig, SinkMetadata, SinkMetrics, StreamRecord,
 };
 
-use crate::options::S3Options;
+use crate::options::{S3Options, store_error};
 
 /// Smallest part S3 accepts (except the last).
 const PART_SIZE: usize = 5 << 20;
@@ -64,12 +64,8 @@ impl DataSink for S3Sink {
         let mut listing = opts.store.list(Some(&opts.prefix));
         let mut next = 0u64;
         while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| Error::Connection {
-                endpoint: opts.bucket.clone(),
-                message: format!("listing {}: {e}", opts.prefix),
-                retryable: true,
-                source: Some(Box::new(e)),
-            })?;
+            let meta =
+                meta.map_err(|e| store_error(&opts, &format!("listing {}", opts.prefix), e))?;
             if let Some(seq) = meta
                 .location
                 .filename()
@@ -145,15 +141,6 @@ impl std::fmt::Debug for S3Writer {
 }
 
 impl S3Writer {
-    fn store_error(&self, doing: &str, e: object_store::Error) -> Error {
-        Error::Connection {
-            endpoint: self.opts.bucket.clone(),
-            message: format!("{doing}: {e}"),
-            retryable: true,
-            source: Some(Box::new(e)),
-        }
-    }
-
     async fn open_part(&mut self, schema: &velo_datasource_core::Schema) -> Result<()> {
         let mut name = format!(
             "{}-{:08}.{}",
@@ -172,7 +159,7 @@ impl S3Writer {
             .store
             .put_multipart(&path)
             .await
-            .map_err(|e| self.store_error(&format!("starting {path}"), e))?;
+            .map_err(|e| store_error(&self.opts, &format!("starting {path}"), e))?;
         let mut encoded = Vec::new();
         self.encoder.begin(schema, &mut encoded)?;
         let compress = match self.opts.compression {
@@ -285,7 +272,7 @@ impl DataWriter for S3Writer {
             let (path, upload) = self.pending.remove(0);
             match upload.finish().await {
                 Ok(_) => self.completed.push(path),
-                Err(e) => return Err(self.store_error(&format!("completing {path}"), e)),
+                Err(e) => return Err(store_error(&self.opts, &format!("completing {path}"), e)),
             }
         }
         if !self.completed.is_empty() {

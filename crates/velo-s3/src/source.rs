@@ -29,7 +29,7 @@ use velo_datasource_core::{
     SourceMetrics, SourceOffset, SourcePosition, StreamRecord,
 };
 
-use crate::options::{OnRewrite, S3Options, ScanMode};
+use crate::options::{OnRewrite, S3Options, ScanMode, store_error};
 
 /// Bytes read from the start of an object to learn its schema (and header).
 const SAMPLE: usize = 64 << 10;
@@ -161,22 +161,6 @@ impl DataSource for S3Source {
                 "bounded".into(),
             ],
         }
-    }
-}
-
-fn store_error(opts: &S3Options, doing: &str, e: object_store::Error) -> Error {
-    let retryable = !matches!(
-        e,
-        object_store::Error::NotFound { .. }
-            | object_store::Error::InvalidPath { .. }
-            | object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. }
-    );
-    Error::Connection {
-        endpoint: opts.bucket.clone(),
-        message: format!("{doing}: {e}"),
-        retryable,
-        source: Some(Box::new(e)),
     }
 }
 

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
 
+mod common;
+
 fn velo() -> Command {
     let mut cmd = Command::cargo_bin("velo").expect("the velo binary is built");
     cmd.env_remove("RUST_LOG")
@@ -491,10 +493,7 @@ fn an_unreadable_file_is_a_clear_error() {
         format!("file://{}", locked.display()),
         format!("file://{}", dir.path().join("out.jsonl").display()),
     ];
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap();
-    let out = if root {
+    let out = if common::is_root() {
         let velo = velo();
         Command::new("runuser")
             .args(["-u", "nobody", "--"])

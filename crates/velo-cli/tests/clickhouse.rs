@@ -7,31 +7,11 @@ use std::process::{Command, Stdio};
 
 use assert_cmd::cargo::CommandCargoExt;
 
-fn env(var: &str) -> String {
-    std::env::var(var)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| panic!("{var} is not set: run these tests through `cargo xtask itest`"))
-}
+mod common;
+use common::env;
 
 fn client(query: &str) -> String {
-    let out = Command::new("clickhouse-client")
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &env("VELO_TEST_CLICKHOUSE_TCP_PORT"),
-            "--query",
-            query,
-        ])
-        .output()
-        .expect("clickhouse-client runs");
-    assert!(
-        out.status.success(),
-        "clickhouse-client: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    common::try_clickhouse(query).unwrap_or_else(|| panic!("clickhouse-client failed: {query}"))
 }
 
 fn sink(table: &str, params: &str) -> String {

@@ -7,36 +7,8 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
 
-fn env(var: &str) -> String {
-    std::env::var(var)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| panic!("{var} is not set: run these tests through `cargo xtask itest`"))
-}
-
-fn client(query: &str) -> Option<String> {
-    let out = Command::new("clickhouse-client")
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &env("VELO_TEST_CLICKHOUSE_TCP_PORT"),
-            "--query",
-            query,
-        ])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
+mod common;
+use common::{env, is_root, try_clickhouse as client};
 
 #[test]
 #[allow(

@@ -6,12 +6,8 @@ use std::time::Duration;
 
 use assert_cmd::cargo::CommandCargoExt;
 
-fn env(var: &str) -> String {
-    std::env::var(var)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| panic!("{var} is not set: run these tests through `cargo xtask itest`"))
-}
+mod common;
+use common::env;
 
 fn boto3(script: &str) {
     let prelude = format!(

@@ -296,7 +296,10 @@ async fn outages_transient_and_permanent_errors_and_transactions() {
     //    group and takes partitions. The records of those partitions are in
     //    the open transaction, but their offsets are no longer this
     //    consumer's: the commit aborts rather than deliver them twice.
-    w.write_batch(&records(400, 600)).await.unwrap();
+    // Enough records that neither consumer runs dry while the group
+    // rebalances (slow on the mock, slower on a loaded machine): the
+    // newcomer shows it got partitions by handing out a record of them.
+    w.write_batch(&records(400, 5400)).await.unwrap();
     w.commit().await.unwrap();
     let mut t3 = writer(&output, &format!("transactional.id={}", unique("eos-id"))).await;
     assert!(t3.link_source(&link));

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use velo_datasource_core::{
-    Checkpoint, CheckpointStore, DataSink, DataSource, Error, FileCheckpointStore, Result,
+    Checkpoint, CheckpointStore, DataReader, DataSink, DataSource, DataWriter, Error,
+    FileCheckpointStore, Result, SourcePosition, StreamRecord,
 };
 
 use crate::progress::Progress;
@@ -69,7 +70,7 @@ pub(crate) async fn run(
     source: &dyn DataSource,
     sink: &dyn DataSink,
     checkpoint: Option<Checkpoint>,
-    mut opts: PipelineOptions,
+    opts: PipelineOptions,
 ) -> Result<Summary> {
     let started = Instant::now();
     let mut summary = Summary::default();
@@ -83,7 +84,6 @@ pub(crate) async fn run(
     let mut total = 0;
     // A sink that stores positions with its data knows best where it is.
     let stored = writer.committed_position().await?;
-    let mut positions_in_sink = true;
     match (checkpoint, stored) {
         (checkpoint, Some(position)) => {
             tracing::info!("resuming from the position stored in the sink");
@@ -99,57 +99,37 @@ pub(crate) async fn run(
         }
         (None, None) => {}
     }
-    let records_in = metrics::counter!("velo_pipeline_records_in_total");
-    let records_out = metrics::counter!("velo_pipeline_records_out_total");
-    let batches = metrics::histogram!("velo_pipeline_batch_seconds");
-    opts.progress.start(reader.lag());
-    let mut last_saved: Option<velo_datasource_core::SourcePosition> = None;
-
-    loop {
-        if opts.stop.load(Ordering::SeqCst) {
-            summary.stopped_by_signal = true;
-            break;
-        }
-        let want = match opts.limit {
-            Some(limit) if total >= limit => break,
-            // Never read more than is written: the position must not pass unwritten records.
-            Some(limit) => opts.batch_size.min((limit - total) as usize),
-            None => opts.batch_size,
-        };
-        let batch_started = Instant::now();
-        let batch = reader.read_batch(want).await?;
-        if batch.is_empty() {
-            if !reader.has_more().await? {
-                break;
-            }
-            // A position that moved without records (a CDC heartbeat past
-            // idle WAL) is saved and committed like any other.
-            let position = reader.position()?;
-            if !position.is_empty() && last_saved.as_ref() != Some(&position) {
-                save_checkpoint(&opts, position.clone(), total).await?;
-                reader.commit().await?;
-                last_saved = Some(position);
-            }
-            opts.progress.update(0, reader.lag());
-            continue;
-        }
-        records_in.increment(batch.len() as u64);
-        writer.write_batch(&batch).await?;
-        writer.flush().await?;
-        commit_sink(writer.as_mut(), reader.position()?, &mut positions_in_sink).await?;
-        total += batch.len() as u64;
-        summary.records += batch.len() as u64;
-        let position = reader.position()?;
-        save_checkpoint(&opts, position.clone(), total).await?;
-        last_saved = Some(position);
-        reader.commit().await?;
-        records_out.increment(batch.len() as u64);
-        batches.record(batch_started.elapsed().as_secs_f64());
-        if let Some(lag) = reader.lag() {
-            metrics::gauge!("velo_pipeline_lag", "unit" => lag.unit()).set(lag.as_f64());
-        }
-        opts.progress.update(batch.len() as u64, reader.lag());
+    let read_ahead = reader.supports_commit_up_to();
+    if read_ahead {
+        tracing::debug!("reading the next batch while the sink writes the last one");
     }
+    opts.progress.start(reader.lag());
+    let mut run = Run {
+        opts,
+        reader,
+        read_ahead,
+        total,
+        summary,
+        metrics: BatchMetrics::new(),
+    };
+    let mut sink = SinkTask::new(writer);
+    let outcome = run.batches(&mut sink).await;
+    // Whatever stopped the loop, the batch the sink has is finished first: a
+    // read error does not throw away a write that succeeds.
+    let in_flight = match sink.finish().await {
+        Ok(done) => run.acknowledge(done).await,
+        Err(e) => Err(e),
+    };
+    outcome?;
+    in_flight?;
+    let (mut writer, mut positions_in_sink) = sink.into_writer()?;
+    let Run {
+        opts,
+        mut reader,
+        total,
+        mut summary,
+        ..
+    } = run;
 
     // A clean stop: everything written is committed, positioned and closed.
     commit_sink(writer.as_mut(), reader.position()?, &mut positions_in_sink).await?;
@@ -163,11 +143,189 @@ pub(crate) async fn run(
     Ok(summary)
 }
 
+/// One run's reader and counts, between the setup and the clean stop.
+struct Run {
+    opts: PipelineOptions,
+    reader: Box<dyn DataReader>,
+    /// The reader reads the next batch while the sink writes the last one.
+    read_ahead: bool,
+    /// Records committed, over all runs of the same checkpoint.
+    total: u64,
+    summary: Summary,
+    metrics: BatchMetrics,
+}
+
+impl Run {
+    /// Reads batches and hands them to `sink` until the source ends, the
+    /// limit is reached or a signal asks to stop.
+    async fn batches(&mut self, sink: &mut SinkTask) -> Result<()> {
+        let mut last_saved: Option<SourcePosition> = None;
+        // Records read, committed or not: what `--limit` counts.
+        let mut read_total = self.total;
+        loop {
+            if self.opts.stop.load(Ordering::SeqCst) {
+                self.summary.stopped_by_signal = true;
+                return Ok(());
+            }
+            let want = match self.opts.limit {
+                Some(limit) if read_total >= limit => return Ok(()),
+                // Never read past the limit: the position must not pass unwritten records.
+                Some(limit) => self.opts.batch_size.min((limit - read_total) as usize),
+                None => self.opts.batch_size,
+            };
+            let batch_started = Instant::now();
+            // With read-ahead this read overlaps the sink's work on the last batch.
+            let batch = self.reader.read_batch(want).await?;
+            if batch.is_empty() {
+                self.acknowledge(sink.finish().await?).await?;
+                if !self.reader.has_more().await? {
+                    return Ok(());
+                }
+                // A position that moved without records (a CDC heartbeat past
+                // idle WAL) is saved and committed like any other.
+                let position = self.reader.position()?;
+                if !position.is_empty() && last_saved.as_ref() != Some(&position) {
+                    save_checkpoint(&self.opts, position.clone(), self.total).await?;
+                    self.reader.commit().await?;
+                    last_saved = Some(position);
+                }
+                self.opts.progress.update(0, self.reader.lag());
+                continue;
+            }
+            self.metrics.records_in.increment(batch.len() as u64);
+            read_total += batch.len() as u64;
+            let position = self.reader.position()?;
+            self.acknowledge(sink.finish().await?).await?;
+            last_saved = Some(position.clone());
+            sink.start(batch, position, batch_started)?;
+            if !self.read_ahead {
+                self.acknowledge(sink.finish().await?).await?;
+            }
+        }
+    }
+
+    /// After the sink committed a batch: save its position, then acknowledge
+    /// it to the source (up to that position when the reader may be ahead).
+    async fn acknowledge(&mut self, done: Option<Committed>) -> Result<()> {
+        let Some(done) = done else {
+            return Ok(());
+        };
+        self.total += done.records;
+        self.summary.records += done.records;
+        save_checkpoint(&self.opts, done.position.clone(), self.total).await?;
+        if self.read_ahead {
+            self.reader.commit_up_to(&done.position).await?;
+        } else {
+            self.reader.commit().await?;
+        }
+        self.metrics.records_out.increment(done.records);
+        self.metrics
+            .batches
+            .record(done.started.elapsed().as_secs_f64());
+        let lag = self.reader.lag();
+        if let Some(lag) = &lag {
+            metrics::gauge!("velo_pipeline_lag", "unit" => lag.unit()).set(lag.as_f64());
+        }
+        self.opts.progress.update(done.records, lag);
+        Ok(())
+    }
+}
+
+/// The pipeline's counters, registered once.
+struct BatchMetrics {
+    records_in: metrics::Counter,
+    records_out: metrics::Counter,
+    batches: metrics::Histogram,
+}
+
+impl BatchMetrics {
+    fn new() -> Self {
+        BatchMetrics {
+            records_in: metrics::counter!("velo_pipeline_records_in_total"),
+            records_out: metrics::counter!("velo_pipeline_records_out_total"),
+            batches: metrics::histogram!("velo_pipeline_batch_seconds"),
+        }
+    }
+}
+
+/// A batch the sink has committed.
+struct Committed {
+    records: u64,
+    position: SourcePosition,
+    started: Instant,
+}
+
+/// The writer, and the batch it is writing on a task of its own: the sink
+/// encodes and sends one batch while the reader decodes the next, on
+/// another core.
+struct SinkTask {
+    idle: Option<(Box<dyn DataWriter>, bool)>,
+    running: Option<tokio::task::JoinHandle<WriteOutcome>>,
+}
+
+/// The writer back from its task, whether it stores positions, and how the batch went.
+type WriteOutcome = (Box<dyn DataWriter>, bool, Result<Committed>);
+
+impl SinkTask {
+    fn new(writer: Box<dyn DataWriter>) -> Self {
+        SinkTask {
+            idle: Some((writer, true)),
+            running: None,
+        }
+    }
+
+    /// Writes, flushes and commits `batch`, with `position` where the sink stores it.
+    fn start(
+        &mut self,
+        batch: Vec<StreamRecord>,
+        position: SourcePosition,
+        started: Instant,
+    ) -> Result<()> {
+        let (mut writer, mut positions_in_sink) = self
+            .idle
+            .take()
+            .ok_or_else(|| Error::State("the sink is busy with another batch".into()))?;
+        self.running = Some(tokio::spawn(async move {
+            let result = async {
+                writer.write_batch(&batch).await?;
+                writer.flush().await?;
+                commit_sink(writer.as_mut(), position.clone(), &mut positions_in_sink).await?;
+                Ok(Committed {
+                    records: batch.len() as u64,
+                    position,
+                    started,
+                })
+            }
+            .await;
+            (writer, positions_in_sink, result)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the batch being written, if any: `Some` once it is committed.
+    async fn finish(&mut self) -> Result<Option<Committed>> {
+        let Some(task) = self.running.take() else {
+            return Ok(None);
+        };
+        let (writer, positions_in_sink, result) = task
+            .await
+            .map_err(|e| Error::State(format!("the sink task failed: {e}")))?;
+        self.idle = Some((writer, positions_in_sink));
+        result.map(Some)
+    }
+
+    /// The writer and whether it stores positions, once no batch is running.
+    fn into_writer(self) -> Result<(Box<dyn DataWriter>, bool)> {
+        self.idle
+            .ok_or_else(|| Error::State("the sink task failed earlier".into()))
+    }
+}
+
 /// Commits the sink, with the source position in the same transaction where
 /// the sink can store it (exactly-once); plain `commit` otherwise.
 async fn commit_sink(
     writer: &mut dyn velo_datasource_core::DataWriter,
-    position: velo_datasource_core::SourcePosition,
+    position: SourcePosition,
     positions_in_sink: &mut bool,
 ) -> Result<()> {
     if *positions_in_sink {
@@ -181,7 +339,7 @@ async fn commit_sink(
 
 async fn save_checkpoint(
     opts: &PipelineOptions,
-    position: velo_datasource_core::SourcePosition,
+    position: SourcePosition,
     total: u64,
 ) -> Result<()> {
     if let Some((store, key)) = &opts.checkpoint {

@@ -129,6 +129,16 @@ impl SourcePosition {
         SourcePosition { offsets }
     }
 
+    /// The offsets' [`SourceOffset::describe`] forms, comma-separated.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self.offsets.iter().map(SourceOffset::describe).collect();
+        if parts.is_empty() {
+            "the start".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+
     /// Whether there is nothing to resume from.
     pub fn is_empty(&self) -> bool {
         self.offsets.is_empty()

@@ -97,6 +97,8 @@ pub trait DataSource: Send + Sync {
 /// - `commit` tells the source that everything returned so far is durably
 ///   handled (a Kafka commit, a replication-slot acknowledgement); runners
 ///   call it only after the sink has committed.
+/// - `commit_up_to(p)`, where supported, does the same for the records up to
+///   an earlier `position()` `p`, so that a runner can read ahead.
 /// - `restore(position())` on a fresh reader continues with the next record.
 #[async_trait]
 pub trait DataReader: Send {
@@ -117,6 +119,23 @@ pub trait DataReader: Send {
 
     /// Acknowledges everything returned so far to the source system.
     async fn commit(&mut self) -> Result<()>;
+
+    /// Whether [`commit_up_to`](Self::commit_up_to) works. Runners read the
+    /// next batch while the sink writes the last one only from readers that
+    /// say so; the others are run one batch at a time.
+    fn supports_commit_up_to(&self) -> bool {
+        false
+    }
+
+    /// Acknowledges the records up to `position`, a value
+    /// [`position`](Self::position) returned after an earlier `read_batch`;
+    /// records returned after it stay unacknowledged. Lets a runner read ahead
+    /// of what the sink has committed without acknowledging records the sink
+    /// has not seen.
+    async fn commit_up_to(&mut self, position: &SourcePosition) -> Result<()> {
+        let _ = position;
+        Err(Error::unsupported("commit_up_to", "this reader"))
+    }
 
     /// Moves to `offset` (one partition or file).
     async fn seek(&mut self, offset: SourceOffset) -> Result<()>;

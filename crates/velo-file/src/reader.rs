@@ -2,6 +2,7 @@
 //! truncation, decodes records, applies the bad-record policy, and reports
 //! its position over every file it tracks.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -547,7 +548,14 @@ pub struct FileReader {
     last_save: Instant,
     delivered: u64,
     uncommitted: u64,
+    /// Position and record count after each batch not yet committed, oldest
+    /// first, for [`DataReader::commit_up_to`]. Bounded: a caller that reads
+    /// without committing does not grow it.
+    unacknowledged: VecDeque<(SourcePosition, u64)>,
 }
+
+/// How many uncommitted batches [`FileReader`] remembers for `commit_up_to`.
+const UNACKNOWLEDGED_BATCHES: usize = 64;
 
 impl FileReader {
     pub(crate) fn new(opts: Arc<FileSourceOptions>) -> Result<Self> {
@@ -579,6 +587,7 @@ impl FileReader {
             last_save: Instant::now(),
             delivered: 0,
             uncommitted: 0,
+            unacknowledged: VecDeque::new(),
         })
     }
 
@@ -638,8 +647,32 @@ impl FileReader {
         result
     }
 
-    async fn save_checkpoint(&mut self) -> Result<()> {
-        let position = self.state()?.position();
+    /// Counts `records` up to `position` as delivered and saves this
+    /// source's own checkpoint when one is due.
+    async fn acknowledge(
+        &mut self,
+        position: SourcePosition,
+        records: u64,
+        exhausted: bool,
+    ) -> Result<()> {
+        // Dead letters of records read ahead are synced too: more is harmless.
+        if let Some(d) = &mut self.state()?.dead_letters {
+            d.sync()?;
+        }
+        self.delivered += records;
+        self.since_save += records;
+        self.uncommitted -= records.min(self.uncommitted);
+        if self.checkpoint.is_some()
+            && (self.since_save >= self.opts.checkpoint_interval
+                || self.last_save.elapsed() >= self.opts.checkpoint_interval_time
+                || exhausted)
+        {
+            self.save_checkpoint(position).await?;
+        }
+        Ok(())
+    }
+
+    async fn save_checkpoint(&mut self, position: SourcePosition) -> Result<()> {
         if let Some((store, key)) = &self.checkpoint {
             store
                 .save(
@@ -702,6 +735,14 @@ impl DataReader for FileReader {
                 let lag = self.state()?.lag_bytes;
                 self.metrics.set_lag("0", Lag::Bytes(lag));
                 self.uncommitted += records.len() as u64;
+                if !records.is_empty() {
+                    if self.unacknowledged.len() == UNACKNOWLEDGED_BATCHES {
+                        self.unacknowledged.pop_front();
+                    }
+                    let position = self.state()?.position();
+                    self.unacknowledged
+                        .push_back((position, records.len() as u64));
+                }
                 return Ok(records);
             }
             let now = Instant::now();
@@ -721,21 +762,28 @@ impl DataReader for FileReader {
     }
 
     async fn commit(&mut self) -> Result<()> {
-        if let Some(d) = &mut self.state()?.dead_letters {
-            d.sync()?;
-        }
-        self.delivered += self.uncommitted;
-        self.since_save += self.uncommitted;
-        self.uncommitted = 0;
+        let position = self.state()?.position();
+        let records = self.uncommitted;
+        self.unacknowledged.clear();
         let exhausted = self.state()?.exhausted();
-        if self.checkpoint.is_some()
-            && (self.since_save >= self.opts.checkpoint_interval
-                || self.last_save.elapsed() >= self.opts.checkpoint_interval_time
-                || exhausted)
-        {
-            self.save_checkpoint().await?;
-        }
-        Ok(())
+        self.acknowledge(position, records, exhausted).await
+    }
+
+    fn supports_commit_up_to(&self) -> bool {
+        true
+    }
+
+    async fn commit_up_to(&mut self, position: &SourcePosition) -> Result<()> {
+        let Some(at) = self.unacknowledged.iter().position(|(p, _)| p == position) else {
+            return Err(Error::State(format!(
+                "commit_up_to: {} is not the position after an uncommitted batch of this reader",
+                position.describe()
+            )));
+        };
+        let records = self.unacknowledged.drain(..=at).map(|(_, n)| n).sum();
+        // Exhausted only if nothing was read after `position`.
+        let exhausted = self.unacknowledged.is_empty() && self.state()?.exhausted();
+        self.acknowledge(position.clone(), records, exhausted).await
     }
 
     async fn seek(&mut self, offset: SourceOffset) -> Result<()> {
@@ -767,6 +815,7 @@ impl DataReader for FileReader {
         state.scanned = false;
         state.pending_error = None;
         state.restore_from = Some(position);
+        self.unacknowledged.clear();
         // Open the files now, so that a bad position fails here and not at the first read.
         self.run_blocking(|s| s.scan()).await
     }
@@ -777,7 +826,8 @@ impl DataReader for FileReader {
 
     async fn close(&mut self) -> Result<()> {
         if self.checkpoint.is_some() {
-            self.save_checkpoint().await?;
+            let position = self.state()?.position();
+            self.save_checkpoint(position).await?;
         }
         Ok(())
     }

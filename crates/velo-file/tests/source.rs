@@ -105,6 +105,52 @@ async fn restart_from_own_checkpoint_delivers_the_rest_once() {
 }
 
 #[tokio::test]
+async fn commit_up_to_acknowledges_only_the_batches_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.csv");
+    let body: String = std::iter::once("n\n".to_owned())
+        .chain((0..1000).map(|i| format!("{i}\n")))
+        .collect();
+    std::fs::write(&path, body).unwrap();
+    let cp = dir.path().join("cp");
+    let u = uri(
+        &path,
+        &format!("checkpoint_dir={}&checkpoint_interval=1", cp.display()),
+    );
+    let mut first = source(&u).await.unwrap().create_reader().await.unwrap();
+    assert!(first.supports_commit_up_to());
+    let mut got = first.read_batch(300).await.unwrap();
+    let after_first = first.position().unwrap();
+    got.extend(first.read_batch(300).await.unwrap());
+    let after_second = first.position().unwrap();
+    // Read ahead, then acknowledge the first batch only: the second comes again.
+    let _ahead = first.read_batch(300).await.unwrap();
+    first.commit_up_to(&after_first).await.unwrap();
+    // A position this reader did not return after a batch, or one already acknowledged.
+    let err = first.commit_up_to(&after_first).await.unwrap_err();
+    assert!(err.to_string().contains("not the position after"), "{err}");
+    drop(first);
+    let mut second = source(&u).await.unwrap().create_reader().await.unwrap();
+    let rest = read_all(second.as_mut()).await.unwrap();
+    assert_eq!(ints(&rest, "n"), (300..1000).collect::<Vec<_>>());
+    got.truncate(300);
+    assert_eq!(ints(&got, "n"), (0..300).collect::<Vec<_>>());
+    // Acknowledging a later batch covers the ones before it.
+    let mut third = source(&u).await.unwrap().create_reader().await.unwrap();
+    third.restore(after_first.clone()).await.unwrap();
+    third.read_batch(300).await.unwrap();
+    assert_eq!(third.position().unwrap(), after_second);
+    third.read_batch(100).await.unwrap();
+    let after_fourth = third.position().unwrap();
+    third.read_batch(100).await.unwrap();
+    third.commit_up_to(&after_fourth).await.unwrap();
+    drop(third);
+    let mut fourth = source(&u).await.unwrap().create_reader().await.unwrap();
+    let rest = read_all(fourth.as_mut()).await.unwrap();
+    assert_eq!(ints(&rest, "n"), (700..1000).collect::<Vec<_>>());
+}
+
+#[tokio::test]
 async fn position_restore_and_seek() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("n.jsonl");

@@ -237,6 +237,14 @@ impl DataReader for PollingReader {
         Ok(())
     }
 
+    fn supports_commit_up_to(&self) -> bool {
+        true
+    }
+
+    async fn commit_up_to(&mut self, _position: &SourcePosition) -> Result<()> {
+        Ok(())
+    }
+
     async fn seek(&mut self, offset: SourceOffset) -> Result<()> {
         let table = self.opts.tables[0].to_string();
         match offset {

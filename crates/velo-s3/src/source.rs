@@ -827,13 +827,23 @@ impl DataReader for S3Reader {
     }
 
     async fn commit(&mut self) -> Result<()> {
+        let position = self.position()?;
+        self.commit_up_to(&position).await
+    }
+
+    fn supports_commit_up_to(&self) -> bool {
+        true
+    }
+
+    /// Saves `position` to the `state_file`, if there is one; the bucket keeps no state.
+    async fn commit_up_to(&mut self, position: &SourcePosition) -> Result<()> {
         if let Some((store, key)) = self.state_store() {
             store
                 .save(
                     &key,
                     &Checkpoint::new(
                         format!("{}/{}", self.opts.bucket, self.opts.prefix),
-                        self.position()?,
+                        position.clone(),
                         0,
                     ),
                 )

@@ -113,3 +113,91 @@ fn a_wrong_column_type_or_a_missing_table_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn row_binary_and_json_each_row_store_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = trades_csv(dir.path(), 1000);
+    let ddl = "(id UInt32, symbol FixedString(3), price Float32, qty Nullable(Int16), ts DateTime, note String DEFAULT 'none') ENGINE = MergeTree ORDER BY id";
+    let mut tables = Vec::new();
+    for format in ["row_binary", "json_each_row"] {
+        let table = format!("formats_{format}_{}", std::process::id());
+        client(&format!("CREATE TABLE {table} {ddl}"));
+        let out = pipe(&input, &sink(&table, &format!("&insert_format={format}")));
+        assert!(
+            out.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tables.push(table);
+    }
+    let rows = |table: &str| {
+        client(&format!(
+            "SELECT id, toString(symbol), price, qty, ts FROM {table} ORDER BY id FORMAT TSV"
+        ))
+    };
+    let binary = rows(&tables[0]);
+    assert_eq!(binary.lines().count(), 1000);
+    assert!(
+        binary == rows(&tables[1]),
+        "the two formats stored different rows"
+    );
+    assert_eq!(
+        binary.lines().nth(345).unwrap(),
+        "345\tS2\t145.45\t8\t2024-01-10 09:45:15"
+    );
+    // RowBinary names its columns: the others get their DEFAULT expression.
+    assert_eq!(
+        client(&format!("SELECT DISTINCT note FROM {}", tables[0])),
+        "none"
+    );
+    // What RowBinary cannot carry goes as JSONEachRow under `auto`, and is
+    // a clear error when RowBinary is asked for.
+    let table = format!("decimal_{}", std::process::id());
+    client(&format!(
+        "CREATE TABLE {table} (id Int64, symbol String, price Decimal(10, 2), qty Int64, ts DateTime) ENGINE = MergeTree ORDER BY id"
+    ));
+    let out = pipe(&input, &sink(&table, ""));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        client(&format!("SELECT count(), sum(price) FROM {table}")),
+        {
+            let cents: u64 = (0..1000u64).map(|i| (100 + i % 50) * 100 + i % 100).sum();
+            format!("1000\t{}.{:02}", cents / 100, cents % 100)
+        }
+    );
+    let out = pipe(&input, &sink(&table, "&insert_format=row_binary"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("column `price`") && stderr.contains("no RowBinary encoding"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_value_out_of_its_columns_range_is_a_clear_error() {
+    let table = format!("narrow_{}", std::process::id());
+    client(&format!(
+        "CREATE TABLE {table} (id UInt8, symbol String, price Float64, qty Int64, ts DateTime) ENGINE = MergeTree ORDER BY id"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let input = trades_csv(dir.path(), 1000);
+    let out = pipe(&input, &sink(&table, ""));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("field `id`")
+            && stderr.contains("256, out of the range of column type UInt8"),
+        "{stderr}"
+    );
+    assert_eq!(
+        client(&format!("SELECT count() FROM {table}")),
+        "0",
+        "the batch with the bad row is not sent"
+    );
+}

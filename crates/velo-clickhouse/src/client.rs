@@ -32,6 +32,21 @@ pub struct ClickHouseOptions {
     pub retry_for: Duration,
     /// Rows per insert.
     pub batch_rows: usize,
+    /// How rows travel: `RowBinary` where every column allows, or `JSONEachRow`.
+    pub insert_format: InsertFormat,
+}
+
+/// The format of `INSERT` bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertFormat {
+    /// `RowBinary` when every column of the insert has a binary encoding
+    /// here (integers, floats, strings, dates and times, arrays, nullables),
+    /// `JSONEachRow` otherwise (`Decimal`, `Enum`, `UUID`, ...).
+    Auto,
+    /// Always `RowBinary`; a column without an encoding is an error.
+    RowBinary,
+    /// Always `JSONEachRow`: text the server parses.
+    JsonEachRow,
 }
 
 impl ClickHouseOptions {
@@ -122,6 +137,18 @@ impl ClickHouseOptions {
                 .get_duration("retry_for")?
                 .unwrap_or(Duration::from_secs(300)),
             batch_rows: batch_config.max_batch_size.max(1),
+            insert_format: match p.get("insert_format").unwrap_or("auto") {
+                "auto" => InsertFormat::Auto,
+                "row_binary" | "RowBinary" => InsertFormat::RowBinary,
+                "json_each_row" | "JSONEachRow" => InsertFormat::JsonEachRow,
+                other => {
+                    return Err(Error::invalid_value(
+                        "insert_format",
+                        other,
+                        "expected auto, row_binary or json_each_row",
+                    ));
+                }
+            },
         })
     }
 

@@ -1,10 +1,14 @@
 //! Velostream values to ClickHouse: column types for created tables, checks
-//! of a record against the table's columns, and `JSONEachRow` lines.
+//! of a record against the table's columns, and `JSONEachRow` lines
+//! (`RowBinary` rows are in `row_binary.rs`).
 
+use std::borrow::Cow;
 use std::io::Write as _;
 
 use base64::Engine as _;
 use velo_datasource_core::{DataType, Error, FieldValue, Result, StreamRecord};
+
+use crate::row_binary::Binary;
 
 /// What a ClickHouse column type accepts, with `Nullable`/`LowCardinality` peeled off.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,12 +135,7 @@ pub(crate) fn write_value(
             } else {
                 b"null"
             }),
-        (V::Null, _) => {
-            return Err(format!(
-                "null, which column type {} does not allow",
-                column.type_name
-            ));
-        }
+        (V::Null, _) => return Err(null_not_allowed(&column.type_name)),
         (V::Integer(i), Kind::Integer | Kind::Float | Kind::Decimal) => {
             out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
         }
@@ -182,24 +181,36 @@ pub(crate) fn write_value(
             }
             out.push(b']');
         }
-        (V::String(s), Kind::Text) => push_json_string(out, s),
-        (V::Bytes(b), Kind::Text) => {
-            push_json_string(out, &base64::engine::general_purpose::STANDARD.encode(b))
-        }
-        (V::Map(_), Kind::Text) | (V::Array(_), Kind::Text) => {
-            push_json_string(out, &value.to_json().to_string())
-        }
-        (v, Kind::Text) => push_json_string(out, &v.to_string()),
-        (v, _) => {
-            return Err(format!(
-                "{} `{v}`, which column type {} cannot take",
-                v.data_type()
-                    .map_or("a value".to_owned(), |t| t.to_string()),
-                column.type_name
-            ));
-        }
+        (v, Kind::Text) => push_json_string(out, &text_of(v)),
+        (v, _) => return Err(cannot_take(v, &column.type_name)),
     }
     Ok(())
+}
+
+/// The text a text column (`String`, `FixedString`, ...) gets for `value`,
+/// whatever the insert format: bytes as base64, maps and arrays as JSON.
+pub(crate) fn text_of(value: &FieldValue) -> Cow<'_, str> {
+    match value {
+        FieldValue::String(s) => Cow::Borrowed(s),
+        FieldValue::Bytes(b) => Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b)),
+        FieldValue::Map(_) | FieldValue::Array(_) => Cow::Owned(value.to_json().to_string()),
+        v => Cow::Owned(v.to_string()),
+    }
+}
+
+/// Why a null cannot go into a column of `type_name`.
+pub(crate) fn null_not_allowed(type_name: &str) -> String {
+    format!("null, which column type {type_name} does not allow")
+}
+
+/// Why `value` cannot go into a column of `type_name`.
+pub(crate) fn cannot_take(value: &FieldValue, type_name: &str) -> String {
+    format!(
+        "{} `{value}`, which column type {type_name} cannot take",
+        value
+            .data_type()
+            .map_or("a value".to_owned(), |t| t.to_string()),
+    )
 }
 
 /// `s` as a JSON string, escaped as JSON requires, straight into `out`.
@@ -217,6 +228,8 @@ pub(crate) struct MappedColumn {
     pub(crate) name: String,
     /// The column's type.
     pub(crate) column: Column,
+    /// Its `RowBinary` encoding, if it has one.
+    pub(crate) binary: Option<Binary>,
     /// `"name":`, escaped once rather than on every row.
     key: Vec<u8>,
 }
@@ -230,6 +243,7 @@ impl MappedColumn {
         MappedColumn {
             index,
             name,
+            binary: Binary::parse(&column.type_name),
             column,
             key,
         }

@@ -1,4 +1,5 @@
-//! The sink: batches of `JSONEachRow` lines, one `INSERT` per batch,
+//! The sink: batches of `RowBinary` rows (or `JSONEachRow` lines where a
+//! column type has no binary encoding here), one `INSERT` per batch,
 //! retried with backoff while the server is unreachable or busy.
 //!
 //! Delivery is at-least-once: `flush()` and `commit()` return only once
@@ -18,8 +19,9 @@ use velo_datasource_core::{
     StreamRecord,
 };
 
-use crate::client::{ClickHouseOptions, Client, quote};
+use crate::client::{ClickHouseOptions, Client, InsertFormat, quote};
 use crate::encode::{Column, MappedColumn, clickhouse_type, write_row};
+use crate::row_binary;
 
 /// A ClickHouse table as a sink.
 #[derive(Debug, Default)]
@@ -73,6 +75,7 @@ impl DataSink for ClickHouseSink {
             datetime64: major >= 20,
             columns: None,
             mappings: HashMap::new(),
+            buffered: None,
             buffer: Vec::new(),
             rows: 0,
             sent_rows: 0,
@@ -100,7 +103,59 @@ impl DataSink for ClickHouseSink {
     }
 }
 
-type Mapping = Vec<MappedColumn>;
+/// How records of one schema become rows: the columns their fields go to,
+/// and the insert that takes those rows.
+#[derive(Debug)]
+struct Mapping {
+    columns: Vec<MappedColumn>,
+    row_binary: bool,
+    /// `INSERT INTO t (a, b) FORMAT RowBinary` or `INSERT INTO t FORMAT JSONEachRow`.
+    insert: String,
+}
+
+impl Mapping {
+    fn new(columns: Vec<MappedColumn>, opts: &ClickHouseOptions) -> Result<Mapping> {
+        let without_binary = columns.iter().find(|c| c.binary.is_none());
+        let row_binary = match (opts.insert_format, without_binary) {
+            (InsertFormat::JsonEachRow, _) => false,
+            (InsertFormat::Auto, missing) => missing.is_none(),
+            (InsertFormat::RowBinary, None) => true,
+            (InsertFormat::RowBinary, Some(c)) => {
+                return Err(Error::Schema(format!(
+                    "column `{}` of {} has type {}, which has no RowBinary encoding here; \
+                     use insert_format=auto or json_each_row",
+                    c.name,
+                    opts.target(),
+                    c.column.type_name
+                )));
+            }
+        };
+        let table = quote(&opts.table);
+        let insert = if row_binary {
+            // RowBinary is positional: name the columns; the others take their defaults.
+            let names: Vec<String> = columns.iter().map(|c| quote(&c.name)).collect();
+            format!(
+                "INSERT INTO {table} ({}) FORMAT RowBinary",
+                names.join(", ")
+            )
+        } else {
+            format!("INSERT INTO {table} FORMAT JSONEachRow")
+        };
+        Ok(Mapping {
+            columns,
+            row_binary,
+            insert,
+        })
+    }
+
+    fn write_row(&self, out: &mut Vec<u8>, record: &StreamRecord, target: &str) -> Result<()> {
+        if self.row_binary {
+            row_binary::write_row(out, record, &self.columns, target)
+        } else {
+            write_row(out, record, &self.columns, target)
+        }
+    }
+}
 
 /// Writes batches into one table.
 pub struct ClickHouseWriter {
@@ -111,6 +166,8 @@ pub struct ClickHouseWriter {
     columns: Option<Vec<(String, Column)>>,
     /// Record field positions → columns, per schema.
     mappings: HashMap<usize, Arc<Mapping>>,
+    /// The mapping the rows in `buffer` were encoded with.
+    buffered: Option<Arc<Mapping>>,
     buffer: Vec<u8>,
     rows: usize,
     sent_rows: u64,
@@ -229,7 +286,7 @@ impl ClickHouseWriter {
             };
             mapping.push(MappedColumn::new(index, field.name.clone(), column.clone()));
         }
-        let mapping = Arc::new(mapping);
+        let mapping = Arc::new(Mapping::new(mapping, self.client.options())?);
         // Schemas are shared by all records of a source: the cache stays small.
         if self.mappings.len() > 64 {
             self.mappings.clear();
@@ -244,14 +301,15 @@ impl ClickHouseWriter {
             return Ok(());
         }
         let started = Instant::now();
-        let sql = format!(
-            "INSERT INTO {} FORMAT JSONEachRow",
-            quote(&self.client.options().table)
-        );
+        let sql = &self
+            .buffered
+            .as_ref()
+            .ok_or_else(|| Error::State("rows buffered without their mapping".into()))?
+            .insert;
         let body = std::mem::take(&mut self.buffer);
         let client = &self.client;
         let result = retry(&self.policy, "inserting a batch", || {
-            client.execute(&sql, body.clone())
+            client.execute(sql, body.clone())
         })
         .await;
         if let Err(e) = result {
@@ -305,9 +363,19 @@ impl DataWriter for ClickHouseWriter {
                     mapping
                 }
             };
-            // A bad record fails the batch before anything of it is sent, and leaves no half line.
+            // One insert has one column list and format: a new mapping starts a new insert.
+            if self.rows > 0
+                && !self
+                    .buffered
+                    .as_ref()
+                    .is_some_and(|b| Arc::ptr_eq(b, &mapping))
+            {
+                self.send().await?;
+            }
+            self.buffered = Some(mapping.clone());
+            // A bad record fails the batch before anything of it is sent, and leaves no half row.
             let start = self.buffer.len();
-            if let Err(e) = write_row(&mut self.buffer, record, &mapping, &target) {
+            if let Err(e) = mapping.write_row(&mut self.buffer, record, &target) {
                 self.buffer.truncate(start);
                 return Err(e);
             }

@@ -449,7 +449,7 @@ pub const CLICKHOUSE_KEYS: &[KeySpec] = &[
     k(
         "compression",
         &[],
-        "none or gzip request bodies (default gzip)",
+        "auto, gzip or none: request body compression (auto: gzip unless the server is on loopback)",
     ),
     k(
         "create_table",
@@ -460,6 +460,11 @@ pub const CLICKHOUSE_KEYS: &[KeySpec] = &[
         "order_by",
         &[],
         "with create_table: MergeTree ORDER BY columns",
+    ),
+    k(
+        "insert_format",
+        &[],
+        "auto, row_binary or json_each_row (auto: RowBinary when every column has a binary encoding)",
     ),
     k("secure", &["https"], "use HTTPS"),
     k(

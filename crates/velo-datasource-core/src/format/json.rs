@@ -199,14 +199,18 @@ impl Decoder for JsonLinesDecoder {
         let mut consumed = 0;
         let mut produced = 0;
         let mut frame_start = 0;
+        // Line breaks since `frame_start`: one per line split off, so no
+        // need to count them again.
+        let mut lines = 0;
         while produced < max && consumed < input.len() {
             let rest = &input[consumed..];
-            let (line, len) = match memchr::memchr(b'\n', rest) {
-                Some(i) => (&rest[..i], i + 1),
-                None if eof => (rest, rest.len()),
+            let (line, len, ended) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], i + 1, 1),
+                None if eof => (rest, rest.len(), 0),
                 None => break,
             };
             consumed += len;
+            lines += ended;
             // A blank line is no record; its bytes count with the next one.
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
@@ -214,11 +218,12 @@ impl Decoder for JsonLinesDecoder {
             let result = self.inner.decode(line);
             out.push(Frame {
                 len: consumed - frame_start,
-                lines: count_lines(&input[frame_start..consumed]),
+                lines,
                 result,
                 schema: self.inner.schema.clone(),
             });
             frame_start = consumed;
+            lines = 0;
             produced += 1;
         }
         consumed

@@ -639,6 +639,11 @@ mod tests {
             if chunk >= LINES.len() {
                 // In one call every byte belongs to a frame (blank lines to the next one).
                 assert_eq!(frames.iter().map(|f| f.len).sum::<usize>(), LINES.len());
+                // The blank line's break counts with the record after it; the last has none.
+                assert_eq!(
+                    frames.iter().map(|f| f.lines).collect::<Vec<_>>(),
+                    [1, 2, 0]
+                );
             }
         }
     }

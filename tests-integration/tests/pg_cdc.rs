@@ -68,7 +68,7 @@ async fn drain(reader: &mut Box<dyn DataReader>, limit: usize) -> Vec<StreamReco
 
 fn text(record: &StreamRecord, field: &str) -> String {
     match record.get(field) {
-        Some(FieldValue::String(s)) => s.clone(),
+        Some(FieldValue::String(s)) => s.to_string(),
         Some(FieldValue::Null) | None => String::new(),
         Some(other) => other.to_string(),
     }

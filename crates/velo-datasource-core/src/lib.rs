@@ -17,6 +17,7 @@ mod traits;
 mod value;
 
 pub use async_trait::async_trait;
+pub use compact_str::{self, CompactString};
 pub use inventory;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};

@@ -12,6 +12,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use compact_str::CompactString;
 use rust_decimal::Decimal;
 use serde_json::Value as Json;
 
@@ -31,8 +32,10 @@ pub enum FieldValue {
     Float(f64),
     /// Exact decimal.
     Decimal(Decimal),
-    /// UTF-8 text.
-    String(String),
+    /// UTF-8 text. Up to 24 bytes are kept inline, without an allocation:
+    /// most text cells of a stream (symbols, codes, short ids) are that
+    /// short, and a `String` per cell was the largest cost of decoding them.
+    String(CompactString),
     /// Raw bytes.
     Bytes(Vec<u8>),
     /// Calendar date.
@@ -181,7 +184,7 @@ impl FieldValue {
                 None => Json::String(non_finite_name(*f).to_owned()),
             },
             FieldValue::Decimal(d) => Json::String(d.to_string()),
-            FieldValue::String(s) => Json::String(s.clone()),
+            FieldValue::String(s) => Json::String(s.to_string()),
             FieldValue::Bytes(b) => {
                 Json::String(base64::engine::general_purpose::STANDARD.encode(b))
             }
@@ -201,7 +204,7 @@ impl FieldValue {
             Json::Null => FieldValue::Null,
             Json::Bool(b) => FieldValue::Boolean(*b),
             Json::Number(n) => number_value(n),
-            Json::String(s) => FieldValue::String(s.clone()),
+            Json::String(s) => FieldValue::String(s.as_str().into()),
             Json::Array(items) => FieldValue::Array(items.iter().map(Self::from_json).collect()),
             Json::Object(map) => FieldValue::Map(
                 map.iter()
@@ -231,7 +234,7 @@ impl FieldValue {
                     .or_else(|_| Decimal::from_scientific(&n.to_string()))
                     .map_err(|_| fail())?,
             ),
-            (DataType::String, Json::String(s)) => FieldValue::String(s.clone()),
+            (DataType::String, Json::String(s)) => FieldValue::String(s.as_str().into()),
             (DataType::Timestamp, Json::Number(n)) => {
                 let ms = n.as_i64().ok_or_else(fail)?;
                 FieldValue::Timestamp(DateTime::from_timestamp_millis(ms).ok_or_else(fail)?)
@@ -284,7 +287,7 @@ impl FieldValue {
     pub fn parse_text(text: &str, data_type: &DataType) -> Result<FieldValue, ValueError> {
         let fail = || ValueError::new(format_args!("`{text}`"), data_type);
         Ok(match data_type {
-            DataType::String | DataType::Any => FieldValue::String(text.to_owned()),
+            DataType::String | DataType::Any => FieldValue::String(text.into()),
             DataType::Integer => FieldValue::Integer(text.trim().parse().map_err(|_| fail())?),
             DataType::Float => FieldValue::Float(parse_float(text.trim()).ok_or_else(fail)?),
             DataType::Boolean => FieldValue::Boolean(parse_bool(text.trim()).ok_or_else(fail)?),
@@ -412,10 +415,10 @@ impl<'de> serde::de::Visitor<'de> for UntypedVisitor {
         Ok(FieldValue::Float(v))
     }
     fn visit_str<E>(self, v: &str) -> Result<FieldValue, E> {
-        Ok(FieldValue::String(v.to_owned()))
+        Ok(FieldValue::String(v.into()))
     }
     fn visit_string<E>(self, v: String) -> Result<FieldValue, E> {
-        Ok(FieldValue::String(v))
+        Ok(FieldValue::String(v.into()))
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<FieldValue, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
@@ -778,7 +781,9 @@ mod tests {
             DataType::Decimal => (any::<i64>(), 0u32..=12)
                 .prop_map(|(m, s)| FieldValue::Decimal(Decimal::new(m, s)))
                 .boxed(),
-            DataType::String => any::<String>().prop_map(FieldValue::String).boxed(),
+            DataType::String => any::<String>()
+                .prop_map(|s| FieldValue::String(s.into()))
+                .boxed(),
             DataType::Bytes => prop::collection::vec(any::<u8>(), 0..16)
                 .prop_map(FieldValue::Bytes)
                 .boxed(),

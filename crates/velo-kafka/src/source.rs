@@ -579,7 +579,7 @@ impl State {
             let values = match self.opts.format {
                 PayloadFormat::Raw => Ok(vec![FieldValue::Bytes(raw.payload)]),
                 PayloadFormat::String => String::from_utf8(raw.payload)
-                    .map(|s| vec![FieldValue::String(s)])
+                    .map(|s| vec![FieldValue::String(s.into())])
                     .map_err(|e| format!("payload is not UTF-8: {e}")),
                 PayloadFormat::Json => {
                     frames.clear();

@@ -216,8 +216,8 @@ impl TableShape {
 
     /// Assembles the record.
     pub fn record(&self, mut values: Vec<FieldValue>, meta: Meta) -> StreamRecord {
-        values.push(FieldValue::String(meta.op.as_str().to_owned()));
-        values.push(FieldValue::String(self.table.clone()));
+        values.push(FieldValue::String(meta.op.as_str().into()));
+        values.push(FieldValue::String(self.table.as_str().into()));
         values.push(opt_lsn(meta.lsn));
         values.push(opt_lsn(meta.commit_lsn));
         values.push(
@@ -235,7 +235,7 @@ impl TableShape {
             FieldValue::Array(
                 meta.unchanged_toast
                     .into_iter()
-                    .map(FieldValue::String)
+                    .map(|s| FieldValue::String(s.into()))
                     .collect(),
             )
         });
@@ -254,7 +254,9 @@ impl TableShape {
 }
 
 fn opt_lsn(lsn: Option<Lsn>) -> FieldValue {
-    lsn.map_or(FieldValue::Null, |l| FieldValue::String(l.to_string()))
+    lsn.map_or(FieldValue::Null, |l| {
+        FieldValue::String(l.to_string().into())
+    })
 }
 
 /// Metadata of one change.

@@ -255,7 +255,7 @@ impl DataReader for PollingReader {
                 let texts = values
                     .into_iter()
                     .map(|v| match v {
-                        FieldValue::String(s) => Ok(s),
+                        FieldValue::String(s) => Ok(s.into_string()),
                         other => Ok(other.to_string()),
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -280,7 +280,10 @@ impl DataReader for PollingReader {
             Some(cursor) => vec![SourceOffset::Database {
                 table: self.opts.tables[0].to_string(),
                 cursor: DatabaseCursor::PrimaryKey(
-                    cursor.iter().cloned().map(FieldValue::String).collect(),
+                    cursor
+                        .iter()
+                        .map(|c| FieldValue::String(c.into()))
+                        .collect(),
                 ),
             }],
             None => Vec::new(),

@@ -145,7 +145,7 @@ fn decode_str(type_oid: u32, text: &str) -> Result<FieldValue, String> {
                 serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
             FieldValue::from_json(&json)
         }
-        _ => FieldValue::String(text.to_owned()),
+        _ => FieldValue::String(text.into()),
     })
 }
 

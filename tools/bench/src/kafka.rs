@@ -48,7 +48,10 @@ fn records(n: usize) -> Vec<StreamRecord> {
     )]));
     (0..n)
         .map(|i| {
-            StreamRecord::from_parts(schema.clone(), vec![FieldValue::String(format!("{i:092}"))])
+            StreamRecord::from_parts(
+                schema.clone(),
+                vec![FieldValue::String(format!("{i:092}").into())],
+            )
         })
         .collect()
 }

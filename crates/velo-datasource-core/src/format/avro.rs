@@ -116,8 +116,8 @@ fn convert(value: Value, scale: Option<u32>) -> std::result::Result<FieldValue, 
         Value::Float(f) => FieldValue::Float(f64::from(f)),
         Value::Double(f) => FieldValue::Float(f),
         Value::Bytes(b) | Value::Fixed(_, b) => FieldValue::Bytes(b),
-        Value::String(s) | Value::Enum(_, s) => FieldValue::String(s),
-        Value::Uuid(u) => FieldValue::String(u.to_string()),
+        Value::String(s) | Value::Enum(_, s) => FieldValue::String(s.into()),
+        Value::Uuid(u) => FieldValue::String(u.to_string().into()),
         Value::Union(_, v) => convert(*v, scale)?,
         Value::Date(days) => NaiveDate::from_num_days_from_ce_opt(days + 719_163)
             .map(FieldValue::Date)
@@ -156,7 +156,7 @@ fn convert(value: Value, scale: Option<u32>) -> std::result::Result<FieldValue, 
                 .map(|(k, v)| Ok((k, convert(v, None)?)))
                 .collect::<std::result::Result<_, String>>()?,
         ),
-        other => FieldValue::String(format!("{other:?}")),
+        other => FieldValue::String(format!("{other:?}").into()),
     })
 }
 

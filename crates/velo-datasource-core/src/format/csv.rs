@@ -170,7 +170,7 @@ impl CsvDecoder {
             // share of the decoder's own time). Same parsers, same results;
             // a cell that does not parse goes to `parse_text` for its error.
             let parsed = match ty {
-                DataType::String | DataType::Any => Some(FieldValue::String(cell.to_owned())),
+                DataType::String | DataType::Any => Some(FieldValue::String(cell.into())),
                 DataType::Integer => cell.trim().parse().ok().map(FieldValue::Integer),
                 DataType::Float => parse_float(cell.trim()).map(FieldValue::Float),
                 DataType::Boolean => parse_bool(cell.trim()).map(FieldValue::Boolean),

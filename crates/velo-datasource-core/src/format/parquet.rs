@@ -161,7 +161,7 @@ fn convert(field: &Field) -> std::result::Result<FieldValue, String> {
         Field::Float(f) => FieldValue::Float(f64::from(*f)),
         Field::Double(f) => FieldValue::Float(*f),
         Field::Decimal(d) => decimal(d.data(), d.scale() as u32)?,
-        Field::Str(s) => FieldValue::String(s.clone()),
+        Field::Str(s) => FieldValue::String(s.as_str().into()),
         Field::Bytes(b) => FieldValue::Bytes(b.data().to_vec()),
         Field::Date(days) => NaiveDate::from_num_days_from_ce_opt(days + 719_163)
             .map(FieldValue::Date)

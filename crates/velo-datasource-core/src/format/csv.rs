@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use csv_core::{ReadRecordResult, ReaderBuilder};
 
-use super::{Decoder, Encoder, FormatOptions, Frame, Inferred, count_lines};
+use super::{Decoder, Encoder, FormatOptions, Frame, Inferred};
 use crate::error::{Error, Result};
 use crate::infer::SchemaInferrer;
 use crate::record::StreamRecord;
@@ -86,8 +86,18 @@ impl Fields {
     }
 
     fn field(&self, i: usize) -> &[u8] {
+        &self.out[self.range(i)]
+    }
+
+    /// Where field `i` is in [`record`](Self::record).
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.out[start..self.ends[i]]
+        start..self.ends[i]
+    }
+
+    /// The unescaped bytes of the `n` fields just read, end to end.
+    fn record(&self, n: usize) -> &[u8] {
+        &self.out[..if n == 0 { 0 } else { self.ends[n - 1] }]
     }
 }
 
@@ -139,7 +149,12 @@ impl CsvDecoder {
         if cell.is_empty() {
             self.empty_is_null
         } else {
-            self.null_tokens.iter().any(|t| t == cell)
+            // First bytes before whole tokens: most cells share a token's
+            // length ("AAPL", "null") but not its first byte.
+            let first = cell.as_bytes()[0];
+            self.null_tokens
+                .iter()
+                .any(|t| t.len() == cell.len() && t.as_bytes()[0] == first && t == cell)
         }
     }
 
@@ -149,11 +164,16 @@ impl CsvDecoder {
             return Err(format!("expected {} fields, found {n}", self.types.len()));
         }
         let mut values = Vec::with_capacity(n);
+        // UTF-8 is checked once per record; a cell is then a slice of it,
+        // unless the record is not valid text and the failing cell is wanted.
+        let record = std::str::from_utf8(f.record(n)).ok();
         for (i, ty) in self.types.iter().enumerate() {
-            let bytes = f.field(i);
             let name = || &self.schema.fields()[i].name;
-            let cell = std::str::from_utf8(bytes)
-                .map_err(|e| format!("column `{}`: invalid UTF-8 ({e})", name()))?;
+            let cell = match record.and_then(|r| r.get(f.range(i))) {
+                Some(cell) => cell,
+                None => std::str::from_utf8(f.field(i))
+                    .map_err(|e| format!("column `{}`: invalid UTF-8 ({e})", name()))?,
+            };
             if self.is_null(cell) {
                 if !self.nullable[i] {
                     return Err(format!(
@@ -164,26 +184,47 @@ impl CsvDecoder {
                 values.push(FieldValue::Null);
                 continue;
             }
-            // The common cell types are parsed here and the value built in
-            // place: through `parse_text`'s `Result<FieldValue, _>` every
-            // value took several copies through the stack (perf: the largest
-            // share of the decoder's own time). Same parsers, same results;
-            // a cell that does not parse goes to `parse_text` for its error.
-            let parsed = match ty {
-                DataType::String | DataType::Any => Some(FieldValue::String(cell.into())),
-                DataType::Integer => cell.trim().parse().ok().map(FieldValue::Integer),
-                DataType::Float => parse_float(cell.trim()).map(FieldValue::Float),
-                DataType::Boolean => parse_bool(cell.trim()).map(FieldValue::Boolean),
-                DataType::Timestamp => parse_timestamp(cell).map(FieldValue::Timestamp),
-                _ => None,
-            };
-            match parsed {
-                Some(value) => values.push(value),
-                None => values.push(
-                    FieldValue::parse_text(cell, ty)
-                        .map_err(|e| format!("column `{}`: {e}", name()))?,
-                ),
+            // The common cell types are parsed here and each value pushed
+            // where it is built: through `parse_text`'s `Result<FieldValue, _>`
+            // or an `Option<FieldValue>`, every value went through the stack
+            // and its copy into the record stalled (perf annotate: a third of
+            // the decoder's own time on that one load). Same parsers, same
+            // results; a cell that does not parse goes to `parse_text` for its error.
+            match ty {
+                DataType::String | DataType::Any => {
+                    values.push(FieldValue::String(cell.into()));
+                    continue;
+                }
+                DataType::Integer => {
+                    if let Ok(v) = cell.trim().parse() {
+                        values.push(FieldValue::Integer(v));
+                        continue;
+                    }
+                }
+                DataType::Float => {
+                    if let Some(v) = parse_float(cell.trim()) {
+                        values.push(FieldValue::Float(v));
+                        continue;
+                    }
+                }
+                DataType::Boolean => {
+                    if let Some(v) = parse_bool(cell.trim()) {
+                        values.push(FieldValue::Boolean(v));
+                        continue;
+                    }
+                }
+                DataType::Timestamp => {
+                    if let Some(v) = parse_timestamp(cell) {
+                        values.push(FieldValue::Timestamp(v));
+                        continue;
+                    }
+                }
+                _ => {}
             }
+            values.push(
+                FieldValue::parse_text(cell, ty)
+                    .map_err(|e| format!("column `{}`: {e}", name()))?,
+            );
         }
         Ok(values)
     }
@@ -194,6 +235,9 @@ impl Decoder for CsvDecoder {
         let mut consumed = 0;
         let mut produced = 0;
         let mut frame_start = 0;
+        // csv-core counts the line breaks it consumes (quoted ones too):
+        // no second pass over the frame's bytes.
+        let mut frame_line = self.rdr.line();
         while produced < max && consumed < input.len() {
             let rest = &input[consumed..];
             let Some((len, n)) = self.fields.0.read(&mut self.rdr, rest, eof) else {
@@ -209,11 +253,12 @@ impl Decoder for CsvDecoder {
             }
             out.push(Frame {
                 len: consumed - frame_start,
-                lines: count_lines(&input[frame_start..consumed]),
+                lines: self.rdr.line() - frame_line,
                 result: self.convert(n),
                 schema: self.schema.clone(),
             });
             frame_start = consumed;
+            frame_line = self.rdr.line();
             produced += 1;
         }
         consumed

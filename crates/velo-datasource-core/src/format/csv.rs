@@ -554,6 +554,37 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_names_its_column_and_split_characters_are_caught() {
+        let inferred = infer(&opts(), b"a,b,c\nx,y,z\n", true).unwrap();
+        let mut dec = CsvDecoder::new(&opts(), inferred.schema.clone());
+        let mut frames = Vec::new();
+        // The second cell is not UTF-8; then two cells whose bytes, end to
+        // end, would make one valid character (each alone is invalid).
+        dec.decode(
+            b"ok,\xff,ok\n\xc3,\xa9,x\n\xc3\xa9,\xc3\xbc,x\n",
+            true,
+            10,
+            &mut frames,
+        );
+        let results: Vec<_> = frames.iter().map(|f| f.result.clone()).collect();
+        assert!(
+            results[0]
+                .as_ref()
+                .unwrap_err()
+                .starts_with("column `b`: invalid UTF-8"),
+            "{results:?}"
+        );
+        assert!(
+            results[1]
+                .as_ref()
+                .unwrap_err()
+                .starts_with("column `a`: invalid UTF-8"),
+            "{results:?}"
+        );
+        assert_eq!(results[2], Ok(vec!["é".into(), "ü".into(), "x".into()]));
+    }
+
+    #[test]
     fn no_header_and_duplicate_names() {
         let mut o = opts();
         o.has_header = false;

@@ -138,6 +138,25 @@ fn benches(c: &mut Criterion) {
     g.bench_function("velo_typed_records", |b| {
         b.iter(|| assert_eq!(read_all(&rt, &jsonl_uri), ROWS))
     });
+    let bytes = std::fs::read(&jsonl_path).unwrap();
+    g.bench_function("core_jsonl_decoder_only", |b| {
+        use velo_datasource_core::format::{self, FormatOptions};
+        let opts = FormatOptions::new(velo_datasource_core::FileFormat::JsonLines);
+        let inferred = format::infer(&opts, &bytes[..1 << 20], false).unwrap();
+        b.iter(|| {
+            let mut dec = format::decoder(&opts, &inferred, 0).unwrap();
+            let mut frames = Vec::with_capacity(1000);
+            let mut pos = 0;
+            let mut n = 0;
+            while pos < bytes.len() {
+                frames.clear();
+                pos += dec.decode(&bytes[pos..], true, 1000, &mut frames);
+                n += frames.len();
+                black_box(&frames);
+            }
+            assert_eq!(n, ROWS);
+        })
+    });
     g.bench_function("serde_json_value", |b| {
         b.iter(|| {
             let f = std::io::BufReader::with_capacity(

@@ -678,6 +678,28 @@ mod tests {
     }
 
     #[test]
+    fn keys_match_by_every_byte_and_bad_utf8_is_located() {
+        for (a, b, same) in [
+            ("quantity", "quantity", true),
+            ("quantity_x", "quantity_y", false),
+            ("quantitx", "quantity", false),
+            ("timestamp_utc", "timestamp_utc", true),
+            ("a", "ab", false),
+            ("", "", true),
+        ] {
+            assert_eq!(same_bytes(a.as_bytes(), b.as_bytes()), same, "{a} {b}");
+        }
+        let schema = Arc::new(crate::format::parse_schema_spec("s:string").unwrap());
+        let mut dec = JsonLinesDecoder::new(schema, true);
+        let frames = run(&mut dec, b"{\"s\":\"ok\"}\n{\"s\":\"b\xffd\"}\n", 4096);
+        assert_eq!(frames[0].result, Ok(vec!["ok".into()]));
+        assert_eq!(
+            frames[1].result.as_ref().unwrap_err(),
+            "invalid JSON object: not UTF-8 at byte 7"
+        );
+    }
+
+    #[test]
     fn values_that_do_not_fit_widen_or_fail() {
         let schema = Arc::new(crate::format::parse_schema_spec("id:integer,s:string?").unwrap());
         let mut loose = JsonLinesDecoder::new(schema.clone(), false);

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::time::Duration;
 
+use bytes::Bytes;
 use velo_datasource_core::secret::Secret;
 use velo_datasource_core::{ConnectorConfig, Error, Result};
 
@@ -222,14 +223,14 @@ impl Client {
     }
 
     /// Runs `sql` with `body` (inserts) in the configured database; returns the response text.
-    pub async fn execute(&self, sql: &str, body: Vec<u8>) -> Result<String> {
+    pub async fn execute(&self, sql: &str, body: Bytes) -> Result<String> {
         let mut url = self.opts.base.clone();
         url.query_pairs_mut()
             .append_pair("database", &self.opts.database);
         // Without data, the query itself is the body (an empty POST needs a length the
         // client does not send); with data, the query goes in the URL.
         let body = if body.is_empty() {
-            sql.as_bytes().to_vec()
+            Bytes::copy_from_slice(sql.as_bytes())
         } else {
             url.query_pairs_mut().append_pair("query", sql);
             body
@@ -242,8 +243,10 @@ impl Client {
             enc.write_all(&body)
                 .map_err(|e| Error::State(format!("gzip: {e}")))?;
             (
-                enc.finish()
-                    .map_err(|e| Error::State(format!("gzip: {e}")))?,
+                Bytes::from(
+                    enc.finish()
+                        .map_err(|e| Error::State(format!("gzip: {e}")))?,
+                ),
                 true,
             )
         } else {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use velo_datasource_core::retry::{RetryPolicy, retry};
 use velo_datasource_core::{
     DataSink, DataWriter, Error, Result, Schema, SinkConfig, SinkMetadata, SinkMetrics,
@@ -42,7 +43,7 @@ impl DataSink for ClickHouseSink {
     async fn initialize(&mut self, config: SinkConfig) -> Result<()> {
         let client = Client::new(ClickHouseOptions::from_config(&config)?)?;
         self.version = client
-            .execute("SELECT version()", Vec::new())
+            .execute("SELECT version()", Bytes::new())
             .await?
             .trim()
             .to_owned();
@@ -191,7 +192,7 @@ impl ClickHouseWriter {
             .client
             .execute(
                 "SELECT table, name, type FROM system.columns WHERE database = currentDatabase() FORMAT TabSeparated",
-                Vec::new(),
+                Bytes::new(),
             )
             .await?;
         let table = &self.client.options().table;
@@ -251,7 +252,7 @@ impl ClickHouseWriter {
                 quote(&opts.table)
             );
             retry(&self.policy, "creating the table", || {
-                self.client.execute(&sql, Vec::new())
+                self.client.execute(&sql, Bytes::new())
             })
             .await?;
             tracing::info!(table = %opts.target(), "created the table");
@@ -306,7 +307,10 @@ impl ClickHouseWriter {
             .as_ref()
             .ok_or_else(|| Error::State("rows buffered without their mapping".into()))?
             .insert;
-        let body = std::mem::take(&mut self.buffer);
+        // The next batch is about as large: its buffer starts at this size
+        // rather than regrowing from nothing. A retry shares the body.
+        let next = Vec::with_capacity(self.buffer.len());
+        let body = Bytes::from(std::mem::replace(&mut self.buffer, next));
         let client = &self.client;
         let result = retry(&self.policy, "inserting a batch", || {
             client.execute(sql, body.clone())
@@ -314,7 +318,7 @@ impl ClickHouseWriter {
         .await;
         if let Err(e) = result {
             // Keep the rows: nothing is acknowledged that was not written.
-            self.buffer = body;
+            self.buffer = Vec::from(body);
             return Err(e);
         }
         self.sent_rows += self.rows as u64;

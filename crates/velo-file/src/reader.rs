@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::Notify;
-use velo_datasource_core::format::Frame;
 use velo_datasource_core::{
     BadRecordPolicy, Checkpoint, CheckpointStore, DataReader, Error, EventTimeExtractor,
     FileCheckpointStore, Lag, Result, SourceMetrics, SourceOffset, SourcePosition, StreamRecord,
@@ -38,10 +37,6 @@ struct State {
     lag_bytes: u64,
     /// Bytes of input handed out (records, bad records and what lies between them).
     bytes_read: u64,
-    /// Scratch space of `fill`, kept between calls: regrowing and faulting
-    /// in fresh pages for every batch showed up in perf with large batches.
-    frames: Vec<Frame>,
-    located: Vec<Located>,
 }
 
 fn location(path: &Path, at: (u64, u64)) -> String {
@@ -73,8 +68,6 @@ impl State {
             event_time,
             lag_bytes: 0,
             bytes_read: 0,
-            frames: Vec::new(),
-            located: Vec::new(),
         })
     }
 
@@ -395,30 +388,7 @@ impl State {
         // that is never filled is never touched, so never resident.
         let mut out = Vec::with_capacity(max.min(1 << 20));
         let now = Utc::now();
-        let mut frames = std::mem::take(&mut self.frames);
-        let mut located = std::mem::take(&mut self.located);
-        let result = self.fill_from_files(max, now, &mut frames, &mut located, &mut out);
-        self.frames = frames;
-        self.located = located;
-        result?;
-        self.lag_bytes = self
-            .files
-            .iter()
-            .filter(|t| !t.finished)
-            .map(Tracked::known_remaining)
-            .sum();
-        Ok(out)
-    }
-
-    /// `fill`'s loop over the files, with its scratch space.
-    fn fill_from_files(
-        &mut self,
-        max: usize,
-        now: chrono::DateTime<Utc>,
-        frames: &mut Vec<Frame>,
-        located: &mut Vec<Located>,
-        out: &mut Vec<StreamRecord>,
-    ) -> Result<()> {
+        let mut located = Vec::new();
         let mut i = 0;
         while out.len() < max && i < self.files.len() {
             if self.files[i].finished {
@@ -428,7 +398,7 @@ impl State {
             let final_eof =
                 !self.opts.mode.is_streaming() || self.files[i].rotated || self.files[i].read_once;
             located.clear();
-            match self.files[i].next_frames(max - out.len(), final_eof, frames, located)? {
+            match self.files[i].next_frames(max - out.len(), final_eof, &mut located)? {
                 Status::Changed => {
                     self.handle_truncation(i)?;
                     continue;
@@ -448,7 +418,7 @@ impl State {
                 }
                 Status::Frames => {}
             }
-            if let Some(stop) = self.hand_out(i, located, now, out)? {
+            if let Some(stop) = self.hand_out(i, &mut located, now, &mut out)? {
                 self.files[i].rewind_to(stop, &self.opts)?;
                 if out.is_empty() {
                     return Err(self
@@ -456,11 +426,17 @@ impl State {
                         .take()
                         .unwrap_or_else(|| Error::State("bad record without an error".into())));
                 }
-                return Ok(());
+                return Ok(out);
             }
             self.files[i].consume_all();
         }
-        Ok(())
+        self.lag_bytes = self
+            .files
+            .iter()
+            .filter(|t| !t.finished)
+            .map(Tracked::known_remaining)
+            .sum();
+        Ok(out)
     }
 
     /// Turns frames into records; returns the start of a bad record that stops the batch.

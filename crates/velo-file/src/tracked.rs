@@ -244,13 +244,10 @@ impl Tracked {
     /// The caller hands out the frames' records in order and then calls
     /// [`consume_all`](Self::consume_all), or stops at one and calls
     /// [`rewind_to`](Self::rewind_to) with its start.
-    /// `frames` is scratch space the caller keeps, so that its capacity
-    /// outlives the call.
     pub(crate) fn next_frames(
         &mut self,
         max: usize,
         final_eof: bool,
-        frames: &mut Vec<Frame>,
         out: &mut Vec<Located>,
     ) -> Result<Status> {
         debug_assert_eq!(self.decoded, self.offset, "frames were left unconsumed");
@@ -263,9 +260,7 @@ impl Tracked {
                 out,
             );
         }
-        frames.clear();
-        frames.reserve(max.min(1 << 20));
-        out.reserve(max.min(1 << 20));
+        let mut frames = Vec::with_capacity(max.min(4096));
         loop {
             let start = (self.decoded - self.buf_base) as usize;
             let eof = final_eof && self.input_eof;
@@ -274,7 +269,7 @@ impl Tracked {
                 .decoder
                 .as_mut()
                 .ok_or_else(|| Error::State("a byte format without a decoder".into()))?;
-            let used = decoder.decode(avail, eof, max, frames);
+            let used = decoder.decode(avail, eof, max, &mut frames);
             let produced = !frames.is_empty();
             let mut pos = (self.decoded, self.decoded_line);
             for frame in frames.drain(..) {

@@ -115,12 +115,12 @@ fn a_wrong_column_type_or_a_missing_table_is_a_clear_error() {
 }
 
 #[test]
-fn row_binary_and_json_each_row_store_the_same_rows() {
+fn native_row_binary_and_json_each_row_store_the_same_rows() {
     let dir = tempfile::tempdir().unwrap();
     let input = trades_csv(dir.path(), 1000);
     let ddl = "(id UInt32, symbol FixedString(3), price Float32, qty Nullable(Int16), ts DateTime, note String DEFAULT 'none') ENGINE = MergeTree ORDER BY id";
     let mut tables = Vec::new();
-    for format in ["row_binary", "json_each_row"] {
+    for format in ["native", "row_binary", "json_each_row"] {
         let table = format!("formats_{format}_{}", std::process::id());
         client(&format!("CREATE TABLE {table} {ddl}"));
         let out = pipe(&input, &sink(&table, &format!("&insert_format={format}")));
@@ -138,19 +138,24 @@ fn row_binary_and_json_each_row_store_the_same_rows() {
     };
     let binary = rows(&tables[0]);
     assert_eq!(binary.lines().count(), 1000);
-    assert!(
-        binary == rows(&tables[1]),
-        "the two formats stored different rows"
-    );
+    for other in &tables[1..] {
+        assert!(
+            binary == rows(other),
+            "{other} and {} stored different rows",
+            tables[0]
+        );
+    }
     assert_eq!(
         binary.lines().nth(345).unwrap(),
         "345\tS2\t145.45\t8\t2024-01-10 09:45:15"
     );
-    // RowBinary names its columns: the others get their DEFAULT expression.
-    assert_eq!(
-        client(&format!("SELECT DISTINCT note FROM {}", tables[0])),
-        "none"
-    );
+    // The binary formats name their columns: the others get their DEFAULT expression.
+    for table in &tables[..2] {
+        assert_eq!(
+            client(&format!("SELECT DISTINCT note FROM {table}")),
+            "none"
+        );
+    }
     // What RowBinary cannot carry goes as JSONEachRow under `auto`, and is
     // a clear error when RowBinary is asked for.
     let table = format!("decimal_{}", std::process::id());
@@ -170,12 +175,68 @@ fn row_binary_and_json_each_row_store_the_same_rows() {
             format!("1000\t{}.{:02}", cents / 100, cents % 100)
         }
     );
-    let out = pipe(&input, &sink(&table, "&insert_format=row_binary"));
+    let out = pipe(&input, &sink(&table, "&insert_format=native"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("column `price`") && stderr.contains("no RowBinary encoding"),
+        stderr.contains("column `price`") && stderr.contains("no Native encoding"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn native_blocks_carry_nulls_and_arrays_like_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("nested.jsonl");
+    let mut body = String::new();
+    for i in 0..300 {
+        let tags = match i % 3 {
+            0 => "[]".to_owned(),
+            1 => format!("[\"t{i}\"]"),
+            _ => format!("[\"a{i}\",\"b\",\"c\"]"),
+        };
+        let score = if i % 4 == 0 {
+            "null".to_owned()
+        } else {
+            format!("{i}.5")
+        };
+        let names = match i % 5 {
+            0 => "null".to_owned(),
+            1 => "[null]".to_owned(),
+            _ => format!("[\"n{i}\",null,\"m\"]"),
+        };
+        body.push_str(&format!(
+            "{{\"id\":{i},\"tags\":{tags},\"score\":{score},\"names\":{names}}}\n"
+        ));
+    }
+    std::fs::write(&input, body).unwrap();
+    let ddl = "(id UInt64, tags Array(String), score Nullable(Float64), names Array(Nullable(String))) ENGINE = MergeTree ORDER BY id";
+    let mut dumps = Vec::new();
+    for format in ["native", "json_each_row"] {
+        let table = format!("nested_{format}_{}", std::process::id());
+        client(&format!("CREATE TABLE {table} {ddl}"));
+        let out = pipe(&input, &sink(&table, &format!("&insert_format={format}")));
+        assert!(
+            out.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dumps.push(client(&format!(
+            "SELECT id, tags, score, names FROM {table} ORDER BY id FORMAT TSV"
+        )));
+    }
+    assert_eq!(dumps[0].lines().count(), 300);
+    assert!(
+        dumps[0] == dumps[1],
+        "Native and JSONEachRow stored different rows"
+    );
+    assert_eq!(
+        dumps[0].lines().nth(2).unwrap(),
+        "2\t['a2','b','c']\t2.5\t['n2',NULL,'m']"
+    );
+    assert_eq!(
+        dumps[0].lines().nth(20).unwrap(),
+        "20\t['a20','b','c']\t\\N\t[]"
     );
 }
 

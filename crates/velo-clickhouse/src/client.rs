@@ -40,10 +40,13 @@ pub struct ClickHouseOptions {
 /// The format of `INSERT` bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertFormat {
-    /// `RowBinary` when every column of the insert has a binary encoding
-    /// here (integers, floats, strings, dates and times, arrays, nullables),
+    /// `Native` when every column of the insert has a binary encoding here
+    /// (integers, floats, strings, dates and times, arrays, nullables) and
+    /// none is `LowCardinality`; `RowBinary` when only the latter holds;
     /// `JSONEachRow` otherwise (`Decimal`, `Enum`, `UUID`, ...).
     Auto,
+    /// Always `Native` (columnar blocks); a column without an encoding is an error.
+    Native,
     /// Always `RowBinary`; a column without an encoding is an error.
     RowBinary,
     /// Always `JSONEachRow`: text the server parses.
@@ -140,13 +143,14 @@ impl ClickHouseOptions {
             batch_rows: batch_config.max_batch_size.max(1),
             insert_format: match p.get("insert_format").unwrap_or("auto") {
                 "auto" => InsertFormat::Auto,
+                "native" | "Native" => InsertFormat::Native,
                 "row_binary" | "RowBinary" => InsertFormat::RowBinary,
                 "json_each_row" | "JSONEachRow" => InsertFormat::JsonEachRow,
                 other => {
                     return Err(Error::invalid_value(
                         "insert_format",
                         other,
-                        "expected auto, row_binary or json_each_row",
+                        "expected auto, native, row_binary or json_each_row",
                     ));
                 }
             },

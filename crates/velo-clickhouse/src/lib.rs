@@ -2,6 +2,7 @@
 
 mod client;
 mod encode;
+mod native;
 mod row_binary;
 mod sink;
 
@@ -14,7 +15,7 @@ pub use sink::{ClickHouseSink, ClickHouseWriter};
 inventory::submit! {
     SinkPlugin {
         name: "clickhouse",
-        description: "ClickHouse tables over HTTP: batched RowBinary or JSONEachRow inserts, gzip, retries, schema checks",
+        description: "ClickHouse tables over HTTP: batched Native, RowBinary or JSONEachRow inserts, gzip, retries, schema checks",
         schemes: &["clickhouse"],
         create: || Box::new(ClickHouseSink::new()),
     }

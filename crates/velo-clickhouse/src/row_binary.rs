@@ -207,7 +207,7 @@ fn ticks(t: &DateTime<Utc>, precision: u32) -> Option<i64> {
 }
 
 /// An unsigned LEB128 length, as `RowBinary` prefixes strings and arrays.
-fn push_len(out: &mut Vec<u8>, mut n: usize) {
+pub(crate) fn push_len(out: &mut Vec<u8>, mut n: usize) {
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;

@@ -1,5 +1,5 @@
-//! The sink: batches of `RowBinary` rows (or `JSONEachRow` lines where a
-//! column type has no binary encoding here), one `INSERT` per batch,
+//! The sink: batches of `Native` blocks (`RowBinary` rows, `JSONEachRow`
+//! lines where a column type asks for them), one `INSERT` per batch,
 //! retried with backoff while the server is unreachable or busy.
 //!
 //! Delivery is at-least-once: `flush()` and `commit()` return only once
@@ -22,6 +22,7 @@ use velo_datasource_core::{
 
 use crate::client::{ClickHouseOptions, Client, InsertFormat, quote};
 use crate::encode::{Column, MappedColumn, clickhouse_type, write_row};
+use crate::native::Block;
 use crate::row_binary;
 
 /// A ClickHouse table as a sink.
@@ -77,6 +78,7 @@ impl DataSink for ClickHouseSink {
             columns: None,
             mappings: HashMap::new(),
             buffered: None,
+            block: None,
             buffer: Vec::new(),
             rows: 0,
             sent_rows: 0,
@@ -109,7 +111,7 @@ impl DataSink for ClickHouseSink {
 #[derive(Debug)]
 struct Mapping {
     columns: Vec<MappedColumn>,
-    row_binary: bool,
+    wire: Wire,
     /// `INSERT INTO t (a, b) FORMAT RowBinary` or `INSERT INTO t FORMAT JSONEachRow`.
     insert: String,
 }
@@ -117,45 +119,80 @@ struct Mapping {
 impl Mapping {
     fn new(columns: Vec<MappedColumn>, opts: &ClickHouseOptions) -> Result<Mapping> {
         let without_binary = columns.iter().find(|c| c.binary.is_none());
-        let row_binary = match (opts.insert_format, without_binary) {
-            (InsertFormat::JsonEachRow, _) => false,
-            (InsertFormat::Auto, missing) => missing.is_none(),
-            (InsertFormat::RowBinary, None) => true,
-            (InsertFormat::RowBinary, Some(c)) => {
-                return Err(Error::Schema(format!(
-                    "column `{}` of {} has type {}, which has no RowBinary encoding here; \
-                     use insert_format=auto or json_each_row",
-                    c.name,
-                    opts.target(),
-                    c.column.type_name
-                )));
+        // LowCardinality travels as its inner type in RowBinary but has a
+        // dictionary layout of its own in Native, which is not written here.
+        let low_cardinality = columns
+            .iter()
+            .find(|c| c.column.type_name.contains("LowCardinality("));
+        let unsupported = |c: &MappedColumn, format: &str| {
+            Error::Schema(format!(
+                "column `{}` of {} has type {}, which has no {format} encoding here; \
+                 use insert_format=auto",
+                c.name,
+                opts.target(),
+                c.column.type_name
+            ))
+        };
+        let wire = match (opts.insert_format, without_binary, low_cardinality) {
+            (InsertFormat::JsonEachRow, _, _) | (InsertFormat::Auto, Some(_), _) => {
+                Wire::JsonEachRow
             }
+            (InsertFormat::Auto, None, None) => Wire::Native,
+            (InsertFormat::Auto, None, Some(_)) => Wire::RowBinary,
+            (InsertFormat::Native, None, None) => Wire::Native,
+            (InsertFormat::Native, Some(c), _) | (InsertFormat::Native, None, Some(c)) => {
+                return Err(unsupported(c, "Native"));
+            }
+            (InsertFormat::RowBinary, None, _) => Wire::RowBinary,
+            (InsertFormat::RowBinary, Some(c), _) => return Err(unsupported(c, "RowBinary")),
         };
         let table = quote(&opts.table);
-        let insert = if row_binary {
-            // RowBinary is positional: name the columns; the others take their defaults.
-            let names: Vec<String> = columns.iter().map(|c| quote(&c.name)).collect();
-            format!(
+        // The binary formats name their columns; the others take their defaults.
+        let names: Vec<String> = columns.iter().map(|c| quote(&c.name)).collect();
+        let insert = match wire {
+            Wire::Native => format!("INSERT INTO {table} ({}) FORMAT Native", names.join(", ")),
+            Wire::RowBinary => format!(
                 "INSERT INTO {table} ({}) FORMAT RowBinary",
                 names.join(", ")
-            )
-        } else {
-            format!("INSERT INTO {table} FORMAT JSONEachRow")
+            ),
+            Wire::JsonEachRow => format!("INSERT INTO {table} FORMAT JSONEachRow"),
         };
         Ok(Mapping {
             columns,
-            row_binary,
+            wire,
             insert,
         })
     }
 
-    fn write_row(&self, out: &mut Vec<u8>, record: &StreamRecord, target: &str) -> Result<()> {
-        if self.row_binary {
-            row_binary::write_row(out, record, &self.columns, target)
-        } else {
-            write_row(out, record, &self.columns, target)
+    /// Appends `record` to `out`, or to `block` for `Native`; a record that
+    /// fails leaves both as they were.
+    fn write_row(
+        &self,
+        out: &mut Vec<u8>,
+        block: Option<&mut Block>,
+        record: &StreamRecord,
+        target: &str,
+    ) -> Result<()> {
+        let start = out.len();
+        let result = match (self.wire, block) {
+            (Wire::Native, Some(block)) => block.push(record, &self.columns, target),
+            (Wire::Native, None) => Err(Error::State("a Native insert without its block".into())),
+            (Wire::RowBinary, _) => row_binary::write_row(out, record, &self.columns, target),
+            (Wire::JsonEachRow, _) => write_row(out, record, &self.columns, target),
+        };
+        if result.is_err() {
+            out.truncate(start);
         }
+        result
     }
+}
+
+/// The format rows travel in, chosen per mapping from `insert_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Native,
+    RowBinary,
+    JsonEachRow,
 }
 
 /// Writes batches into one table.
@@ -167,8 +204,10 @@ pub struct ClickHouseWriter {
     columns: Option<Vec<(String, Column)>>,
     /// Record field positions → columns, per schema.
     mappings: HashMap<usize, Arc<Mapping>>,
-    /// The mapping the rows in `buffer` were encoded with.
+    /// The mapping the rows in `buffer` (and `block`) were encoded with.
     buffered: Option<Arc<Mapping>>,
+    /// Rows of a `Native` insert not yet laid out in `buffer`.
+    block: Option<Block>,
     buffer: Vec<u8>,
     rows: usize,
     sent_rows: u64,
@@ -302,6 +341,11 @@ impl ClickHouseWriter {
             return Ok(());
         }
         let started = Instant::now();
+        // Native rows are columns until sent; a body may hold several blocks
+        // (rows kept from a failed send, then newer ones).
+        if let Some(block) = &mut self.block {
+            block.write_to(&mut self.buffer);
+        }
         let sql = &self
             .buffered
             .as_ref()
@@ -376,13 +420,19 @@ impl DataWriter for ClickHouseWriter {
             {
                 self.send().await?;
             }
-            self.buffered = Some(mapping.clone());
-            // A bad record fails the batch before anything of it is sent, and leaves no half row.
-            let start = self.buffer.len();
-            if let Err(e) = mapping.write_row(&mut self.buffer, record, &target) {
-                self.buffer.truncate(start);
-                return Err(e);
+            if !self
+                .buffered
+                .as_ref()
+                .is_some_and(|b| Arc::ptr_eq(b, &mapping))
+            {
+                self.block = match mapping.wire {
+                    Wire::Native => Some(Block::new(&mapping.columns)?),
+                    _ => None,
+                };
+                self.buffered = Some(mapping.clone());
             }
+            // A bad record fails the batch before anything of it is sent, and leaves no half row.
+            mapping.write_row(&mut self.buffer, self.block.as_mut(), record, &target)?;
             self.rows += 1;
             if self.rows >= batch_rows {
                 self.send().await?;
@@ -405,6 +455,8 @@ impl DataWriter for ClickHouseWriter {
     async fn rollback(&mut self) -> Result<()> {
         // Rows already acknowledged stay; the unsent ones are dropped.
         self.buffer.clear();
+        self.block = None;
+        self.buffered = None;
         self.rows = 0;
         Ok(())
     }

@@ -464,7 +464,7 @@ pub const CLICKHOUSE_KEYS: &[KeySpec] = &[
     k(
         "insert_format",
         &[],
-        "auto, row_binary or json_each_row (auto: RowBinary when every column has a binary encoding)",
+        "auto, native, row_binary or json_each_row (auto: Native when every column has a binary encoding)",
     ),
     k("secure", &["https"], "use HTTPS"),
     k(

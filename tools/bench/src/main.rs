@@ -633,7 +633,7 @@ fn clickhouse_workloads(args: &Args, dir: &Path, comparisons: &mut Vec<Compariso
     eprintln!("velo-bench: ClickHouse ({rows} rows)");
     let (ours, bare, floor) = clickhouse::run(&args.velo, dir, &url, &port, rows, reps);
     let note = format!(
-        "JSON Lines file → table, velo pipe (decode, RowBinary, HTTP; loopback, so no gzip) vs clickhouse-client (native protocol); \
+        "JSON Lines file → table, velo pipe (decode, Native blocks, HTTP; loopback, so no gzip) vs clickhouse-client (native protocol); \
          velo pipe of the same file into a file: {:.0} krows/s (median {:.3}s)",
         floor.rate() / 1e3,
         floor.median()

@@ -39,6 +39,24 @@ fn trades_csv(dir: &Path, n: usize) -> std::path::PathBuf {
     path
 }
 
+/// `velo pipe` that must succeed.
+fn pipe_ok(input: &Path, sink: &str) {
+    let out = pipe(input, sink);
+    assert!(
+        out.status.success(),
+        "{sink}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `velo pipe` that must fail with exit code 1; its stderr.
+fn pipe_fails(input: &Path, sink: &str) -> String {
+    let out = pipe(input, sink);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 fn pipe(input: &Path, sink: &str) -> std::process::Output {
     Command::cargo_bin("velo")
         .unwrap()
@@ -61,12 +79,7 @@ fn a_hundred_thousand_csv_rows_land_in_clickhouse() {
     let table = format!("trades_{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
     let input = trades_csv(dir.path(), 100_000);
-    let out = pipe(&input, &sink(&table, "&create_table=true&order_by=id"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pipe_ok(&input, &sink(&table, "&create_table=true&order_by=id"));
     assert_eq!(
         client(&format!(
             "SELECT count(), uniqExact(id), sum(id), sum(qty) FROM {table}"
@@ -92,9 +105,7 @@ fn a_wrong_column_type_or_a_missing_table_is_a_clear_error() {
     ));
     let dir = tempfile::tempdir().unwrap();
     let input = trades_csv(dir.path(), 100);
-    let out = pipe(&input, &sink(&table, ""));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = pipe_fails(&input, &sink(&table, ""));
     assert!(
         stderr.contains("field `symbol`") && stderr.contains("Int32"),
         "{stderr}"
@@ -105,9 +116,7 @@ fn a_wrong_column_type_or_a_missing_table_is_a_clear_error() {
         "nothing written"
     );
 
-    let out = pipe(&input, &sink("no_such_table_here", ""));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = pipe_fails(&input, &sink("no_such_table_here", ""));
     assert!(
         stderr.contains("no_such_table_here does not exist"),
         "{stderr}"
@@ -123,12 +132,7 @@ fn native_row_binary_and_json_each_row_store_the_same_rows() {
     for format in ["native", "row_binary", "json_each_row"] {
         let table = format!("formats_{format}_{}", std::process::id());
         client(&format!("CREATE TABLE {table} {ddl}"));
-        let out = pipe(&input, &sink(&table, &format!("&insert_format={format}")));
-        assert!(
-            out.status.success(),
-            "{format}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        pipe_ok(&input, &sink(&table, &format!("&insert_format={format}")));
         tables.push(table);
     }
     let rows = |table: &str| {
@@ -162,12 +166,7 @@ fn native_row_binary_and_json_each_row_store_the_same_rows() {
     client(&format!(
         "CREATE TABLE {table} (id Int64, symbol String, price Decimal(10, 2), qty Int64, ts DateTime) ENGINE = MergeTree ORDER BY id"
     ));
-    let out = pipe(&input, &sink(&table, ""));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pipe_ok(&input, &sink(&table, ""));
     assert_eq!(
         client(&format!("SELECT count(), sum(price) FROM {table}")),
         {
@@ -175,9 +174,7 @@ fn native_row_binary_and_json_each_row_store_the_same_rows() {
             format!("1000\t{}.{:02}", cents / 100, cents % 100)
         }
     );
-    let out = pipe(&input, &sink(&table, "&insert_format=native"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = pipe_fails(&input, &sink(&table, "&insert_format=native"));
     assert!(
         stderr.contains("column `price`") && stderr.contains("no Native encoding"),
         "{stderr}"
@@ -215,12 +212,7 @@ fn native_blocks_carry_nulls_and_arrays_like_json() {
     for format in ["native", "json_each_row"] {
         let table = format!("nested_{format}_{}", std::process::id());
         client(&format!("CREATE TABLE {table} {ddl}"));
-        let out = pipe(&input, &sink(&table, &format!("&insert_format={format}")));
-        assert!(
-            out.status.success(),
-            "{format}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        pipe_ok(&input, &sink(&table, &format!("&insert_format={format}")));
         dumps.push(client(&format!(
             "SELECT id, tags, score, names FROM {table} ORDER BY id FORMAT TSV"
         )));
@@ -248,9 +240,7 @@ fn a_value_out_of_its_columns_range_is_a_clear_error() {
     ));
     let dir = tempfile::tempdir().unwrap();
     let input = trades_csv(dir.path(), 1000);
-    let out = pipe(&input, &sink(&table, ""));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = pipe_fails(&input, &sink(&table, ""));
     assert!(
         stderr.contains("field `id`")
             && stderr.contains("256, out of the range of column type UInt8"),

@@ -250,6 +250,21 @@ impl MappedColumn {
     }
 }
 
+impl MappedColumn {
+    /// This column's value in `record` (null if the record is short of it).
+    pub(crate) fn value_of<'r>(&self, record: &'r StreamRecord) -> &'r FieldValue {
+        record.value(self.index).unwrap_or(&FieldValue::Null)
+    }
+
+    /// The error for a value of `record` this column cannot take, and `why`.
+    pub(crate) fn mismatch(&self, record: &StreamRecord, target: &str, why: &str) -> Error {
+        Error::Schema(format!(
+            "record at offset {}: field `{}` of {target} holds {why}",
+            record.offset, self.name
+        ))
+    }
+}
+
 /// One `JSONEachRow` line of `record`, for the mapped columns.
 pub(crate) fn write_row(
     out: &mut Vec<u8>,
@@ -263,13 +278,8 @@ pub(crate) fn write_row(
             out.push(b',');
         }
         out.extend_from_slice(&c.key);
-        let value = record.value(c.index).unwrap_or(&FieldValue::Null);
-        write_value(out, value, &c.column).map_err(|why| {
-            Error::Schema(format!(
-                "record at offset {}: field `{}` of {target} holds {why}",
-                record.offset, c.name
-            ))
-        })?;
+        write_value(out, c.value_of(record), &c.column)
+            .map_err(|why| c.mismatch(record, target, &why))?;
     }
     out.extend_from_slice(b"}\n");
     Ok(())

@@ -248,16 +248,12 @@ impl Block {
             column.mark(&mut self.marks);
         }
         for (column, c) in self.columns.iter_mut().zip(columns) {
-            let value = record.value(c.index).unwrap_or(&FieldValue::Null);
-            if let Err(why) = column.push(value, &c.column.type_name) {
+            if let Err(why) = column.push(c.value_of(record), &c.column.type_name) {
                 let mut marks = self.marks.iter().copied();
                 for column in &mut self.columns {
                     column.reset(&mut marks);
                 }
-                return Err(Error::Schema(format!(
-                    "record at offset {}: field `{}` of {target} holds {why}",
-                    record.offset, c.name
-                )));
+                return Err(c.mismatch(record, target, &why));
             }
         }
         self.rows += 1;

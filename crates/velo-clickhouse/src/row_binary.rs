@@ -231,13 +231,8 @@ pub(crate) fn write_row(
         let ty = c.binary.as_ref().ok_or_else(|| {
             Error::State(format!("column `{}` has no RowBinary encoding", c.name))
         })?;
-        let value = record.value(c.index).unwrap_or(&FieldValue::Null);
-        write_value(out, value, ty, &c.column.type_name).map_err(|why| {
-            Error::Schema(format!(
-                "record at offset {}: field `{}` of {target} holds {why}",
-                record.offset, c.name
-            ))
-        })?;
+        write_value(out, c.value_of(record), ty, &c.column.type_name)
+            .map_err(|why| c.mismatch(record, target, &why))?;
     }
     Ok(())
 }

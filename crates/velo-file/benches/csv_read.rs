@@ -60,6 +60,31 @@ fn read_all(rt: &tokio::runtime::Runtime, uri: &str) -> usize {
     })
 }
 
+/// The codec alone on `bytes` in memory, 1,000 records per call: what the
+/// file reader adds is the rest.
+fn decode_in_memory(
+    b: &mut criterion::Bencher<'_>,
+    bytes: &[u8],
+    format: velo_datasource_core::FileFormat,
+) {
+    use velo_datasource_core::format::{self, FormatOptions};
+    let opts = FormatOptions::new(format);
+    let inferred = format::infer(&opts, &bytes[..1 << 20], false).unwrap();
+    b.iter(|| {
+        let mut dec = format::decoder(&opts, &inferred, 0).unwrap();
+        let mut frames = Vec::with_capacity(1000);
+        let mut pos = inferred.header_len;
+        let mut n = 0;
+        while pos < bytes.len() {
+            frames.clear();
+            pos += dec.decode(&bytes[pos..], true, 1000, &mut frames);
+            n += frames.len();
+            black_box(&frames);
+        }
+        assert_eq!(n, ROWS);
+    })
+}
+
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -77,25 +102,9 @@ fn benches(c: &mut Criterion) {
     g.bench_function("velo_typed_records", |b| {
         b.iter(|| assert_eq!(read_all(&rt, &csv_uri), ROWS))
     });
-    // The codec alone, on bytes in memory: what the reader adds is the rest.
     let bytes = std::fs::read(&csv_path).unwrap();
     g.bench_function("core_csv_decoder_only", |b| {
-        use velo_datasource_core::format::{self, FormatOptions};
-        let opts = FormatOptions::new(velo_datasource_core::FileFormat::Csv);
-        let inferred = format::infer(&opts, &bytes[..1 << 20], false).unwrap();
-        b.iter(|| {
-            let mut dec = format::decoder(&opts, &inferred, 0).unwrap();
-            let mut frames = Vec::with_capacity(1000);
-            let mut pos = inferred.header_len;
-            let mut n = 0;
-            while pos < bytes.len() {
-                frames.clear();
-                pos += dec.decode(&bytes[pos..], true, 1000, &mut frames);
-                n += frames.len();
-                black_box(&frames);
-            }
-            assert_eq!(n, ROWS);
-        })
+        decode_in_memory(b, &bytes, velo_datasource_core::FileFormat::Csv)
     });
     g.bench_function("csv_byte_record", |b| {
         b.iter(|| {
@@ -140,22 +149,7 @@ fn benches(c: &mut Criterion) {
     });
     let bytes = std::fs::read(&jsonl_path).unwrap();
     g.bench_function("core_jsonl_decoder_only", |b| {
-        use velo_datasource_core::format::{self, FormatOptions};
-        let opts = FormatOptions::new(velo_datasource_core::FileFormat::JsonLines);
-        let inferred = format::infer(&opts, &bytes[..1 << 20], false).unwrap();
-        b.iter(|| {
-            let mut dec = format::decoder(&opts, &inferred, 0).unwrap();
-            let mut frames = Vec::with_capacity(1000);
-            let mut pos = 0;
-            let mut n = 0;
-            while pos < bytes.len() {
-                frames.clear();
-                pos += dec.decode(&bytes[pos..], true, 1000, &mut frames);
-                n += frames.len();
-                black_box(&frames);
-            }
-            assert_eq!(n, ROWS);
-        })
+        decode_in_memory(b, &bytes, velo_datasource_core::FileFormat::JsonLines)
     });
     g.bench_function("serde_json_value", |b| {
         b.iter(|| {

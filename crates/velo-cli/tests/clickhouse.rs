@@ -252,3 +252,71 @@ fn a_value_out_of_its_columns_range_is_a_clear_error() {
         "the batch with the bad row is not sent"
     );
 }
+
+/// Records `(id, name)` numbered from `from`.
+fn id_name_records(from: i64, n: i64) -> Vec<velo_datasource_core::StreamRecord> {
+    use velo_datasource_core::{DataType, FieldDefinition, FieldValue, Schema, StreamRecord};
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        FieldDefinition::required("id", DataType::Integer),
+        FieldDefinition::required("name", DataType::String),
+    ]));
+    (from..from + n)
+        .map(|i| {
+            StreamRecord::new(
+                schema.clone(),
+                vec![FieldValue::Integer(i), format!("name {i}").into()],
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn batches_go_out_by_bytes_and_by_age_before_a_commit() {
+    use velo_clickhouse as _;
+    use velo_datasource_core::DataSourceRegistry;
+    let count = |table: &str| client(&format!("SELECT count() FROM {table}"));
+    let registry = DataSourceRegistry::with_plugins();
+
+    // 1,000 rows of about 17 bytes with a 10,000-byte limit and no row limit
+    // in reach: rows go out as they are written, before any flush.
+    let table = format!("by_bytes_{}", std::process::id());
+    client(&format!(
+        "CREATE TABLE {table} (id Int64, name String) ENGINE = MergeTree ORDER BY id"
+    ));
+    let by_bytes = registry
+        .create_sink(&sink(&table, "&batch.size=100000&batch.max_bytes=10000"))
+        .await
+        .unwrap();
+    let mut writer = by_bytes.create_writer().await.unwrap();
+    writer.write_batch(&id_name_records(0, 1000)).await.unwrap();
+    let sent: u64 = count(&table).parse().unwrap();
+    assert!(
+        (256..1000).contains(&sent),
+        "{sent} rows sent before the commit"
+    );
+    writer.commit().await.unwrap();
+    assert_eq!(count(&table), "1000");
+
+    // Rows older than batch.timeout go out with the next write.
+    let table = format!("by_age_{}", std::process::id());
+    client(&format!(
+        "CREATE TABLE {table} (id Int64, name String) ENGINE = MergeTree ORDER BY id"
+    ));
+    let by_age = registry
+        .create_sink(&sink(&table, "&batch.size=100000&batch.timeout=200ms"))
+        .await
+        .unwrap();
+    let mut writer = by_age.create_writer().await.unwrap();
+    writer.write_batch(&id_name_records(0, 10)).await.unwrap();
+    assert_eq!(count(&table), "0", "young rows wait for more");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    writer.write_batch(&id_name_records(10, 1)).await.unwrap();
+    assert_eq!(
+        count(&table),
+        "11",
+        "the old rows went out with the next write"
+    );
+    writer.commit().await.unwrap();
+    assert_eq!(count(&table), "11");
+}

@@ -33,6 +33,11 @@ pub struct ClickHouseOptions {
     pub retry_for: Duration,
     /// Rows per insert.
     pub batch_rows: usize,
+    /// Bytes that send a batch before `batch_rows` (`batch.max_bytes`).
+    pub batch_bytes: usize,
+    /// Age of the oldest buffered row that sends a batch (`batch.timeout`),
+    /// looked at as rows are written.
+    pub batch_timeout: Duration,
     /// How rows travel: `RowBinary` where every column allows, or `JSONEachRow`.
     pub insert_format: InsertFormat,
 }
@@ -52,6 +57,10 @@ pub enum InsertFormat {
     /// Always `JSONEachRow`: text the server parses.
     JsonEachRow,
 }
+
+/// `batch.max_bytes` unless set: a bound on the memory one batch holds,
+/// far above what an ordinary `batch.size` of rows takes.
+const DEFAULT_BATCH_BYTES: usize = 64 << 20;
 
 impl ClickHouseOptions {
     /// Reads a `clickhouse://user:pass@host:8123/db?table=t` config.
@@ -141,6 +150,11 @@ impl ClickHouseOptions {
                 .get_duration("retry_for")?
                 .unwrap_or(Duration::from_secs(300)),
             batch_rows: batch_config.max_batch_size.max(1),
+            batch_bytes: p
+                .get_parsed::<usize>("batch.max_bytes")?
+                .unwrap_or(DEFAULT_BATCH_BYTES)
+                .max(1),
+            batch_timeout: batch_config.batch_timeout,
             insert_format: match p.get("insert_format").unwrap_or("auto") {
                 "auto" => InsertFormat::Auto,
                 "native" | "Native" => InsertFormat::Native,

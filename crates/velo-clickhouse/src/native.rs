@@ -166,6 +166,14 @@ impl Column {
         }
     }
 
+    fn bytes(&self) -> usize {
+        match self {
+            Column::Plain { data, .. } => data.len(),
+            Column::Nullable { nulls, inner } => nulls.len() + inner.bytes(),
+            Column::Array { offsets, inner, .. } => offsets.len() + inner.bytes(),
+        }
+    }
+
     fn clear(&mut self) {
         match self {
             Column::Plain { data, .. } => data.clear(),
@@ -234,6 +242,11 @@ impl Block {
             rows: 0,
             marks: Vec::new(),
         })
+    }
+
+    /// The bytes the block's values take so far.
+    pub(crate) fn bytes(&self) -> usize {
+        self.columns.iter().map(Column::bytes).sum()
     }
 
     /// Appends `record`; a value that does not fit leaves the block as it was.

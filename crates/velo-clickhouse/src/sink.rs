@@ -81,6 +81,7 @@ impl DataSink for ClickHouseSink {
             block: None,
             buffer: Vec::new(),
             rows: 0,
+            oldest: Instant::now(),
             sent_rows: 0,
         }))
     }
@@ -105,6 +106,9 @@ impl DataSink for ClickHouseSink {
         }
     }
 }
+
+/// Rows between looks at a batch's bytes and age.
+const CHECK_EVERY: usize = 256;
 
 /// How records of one schema become rows: the columns their fields go to,
 /// and the insert that takes those rows.
@@ -210,6 +214,8 @@ pub struct ClickHouseWriter {
     block: Option<Block>,
     buffer: Vec<u8>,
     rows: usize,
+    /// When the first of the buffered rows was written.
+    oldest: Instant,
     sent_rows: u64,
     metrics: SinkMetrics,
 }
@@ -335,6 +341,14 @@ impl ClickHouseWriter {
         Ok(mapping)
     }
 
+    /// Whether the buffered rows reached `batch.max_bytes` or are older
+    /// than `batch.timeout` (the row count is checked by the caller).
+    fn batch_is_due(&self) -> bool {
+        let opts = self.client.options();
+        let bytes = self.buffer.len() + self.block.as_ref().map_or(0, Block::bytes);
+        self.rows > 0 && (bytes >= opts.batch_bytes || self.oldest.elapsed() >= opts.batch_timeout)
+    }
+
     /// Sends the buffered rows; returns once ClickHouse acknowledged them.
     async fn send(&mut self) -> Result<()> {
         if self.rows == 0 {
@@ -433,10 +447,20 @@ impl DataWriter for ClickHouseWriter {
             }
             // A bad record fails the batch before anything of it is sent, and leaves no half row.
             mapping.write_row(&mut self.buffer, self.block.as_mut(), record, &target)?;
+            if self.rows == 0 {
+                self.oldest = Instant::now();
+            }
             self.rows += 1;
-            if self.rows >= batch_rows {
+            // Bytes and age are looked at every so many rows: counting a
+            // Native block's bytes walks its columns.
+            if self.rows >= batch_rows
+                || (self.rows.is_multiple_of(CHECK_EVERY) && self.batch_is_due())
+            {
                 self.send().await?;
             }
+        }
+        if self.batch_is_due() {
+            self.send().await?;
         }
         Ok(())
     }

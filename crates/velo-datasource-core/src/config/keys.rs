@@ -462,6 +462,11 @@ pub const CLICKHOUSE_KEYS: &[KeySpec] = &[
         "with create_table: MergeTree ORDER BY columns",
     ),
     k(
+        "batch.max_bytes",
+        &["batch_max_bytes"],
+        "bytes of encoded rows that send a batch before batch.size (default 64 MiB)",
+    ),
+    k(
         "insert_format",
         &[],
         "auto, native, row_binary or json_each_row (auto: Native when every column has a binary encoding)",

@@ -9,7 +9,8 @@
 //! a null map (a byte per row) followed by `T`'s values, defaults in the
 //! null rows; `Array(T)` is the running element count per row (`UInt64`)
 //! followed by all elements. `LowCardinality` columns have a dictionary
-//! encoding of their own and are not written here (see `Binary::native`).
+//! encoding of their own and are not written here (the sink sends them as
+//! `RowBinary`; see `Mapping::new` in `sink.rs`).
 
 use velo_datasource_core::{Error, FieldValue, Result, StreamRecord};
 

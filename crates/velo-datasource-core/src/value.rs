@@ -378,16 +378,16 @@ impl serde::Serialize for FieldValue {
 /// from the input: no intermediate `serde_json::Value`.
 impl<'de> serde::Deserialize<'de> for FieldValue {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(UntypedVisitor)
+        let mut value = FieldValue::Null;
+        serde::de::DeserializeSeed::deserialize(Slot(&mut value), deserializer)?;
+        Ok(value)
     }
 }
 
-struct UntypedVisitor;
-
-/// Deserializes a value like [`FieldValue`]'s `Deserialize` does, straight
-/// into a record's slot: a returned value was written to the stack and read
-/// back to be moved into place, and that read stalled (perf annotate: a
-/// fifth of decoding a JSON object on one instruction).
+/// Deserializes a value (as [`FieldValue`]'s `Deserialize` does, which is
+/// built on it) straight into a record's slot: a returned value was written
+/// to the stack and read back to be moved into place, and that read stalled
+/// (perf annotate: a fifth of decoding a JSON object on one instruction).
 pub(crate) struct Slot<'a>(pub(crate) &'a mut FieldValue);
 
 impl<'de> serde::de::DeserializeSeed<'de> for Slot<'_> {
@@ -423,8 +423,11 @@ impl<'de> serde::de::Visitor<'de> for Slot<'_> {
         *self.0 = FieldValue::Integer(v);
         Ok(())
     }
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
-        *self.0 = UntypedVisitor.visit_u64(v)?;
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        *self.0 = match i64::try_from(v) {
+            Ok(i) => FieldValue::Integer(i),
+            Err(_) => FieldValue::Decimal(Decimal::from(v)),
+        };
         Ok(())
     }
     fn visit_f64<E>(self, v: f64) -> Result<(), E> {
@@ -439,65 +442,21 @@ impl<'de> serde::de::Visitor<'de> for Slot<'_> {
         *self.0 = FieldValue::String(v.into());
         Ok(())
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        *self.0 = UntypedVisitor.visit_seq(seq)?;
-        Ok(())
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        *self.0 = UntypedVisitor.visit_map(map)?;
-        Ok(())
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for UntypedVisitor {
-    type Value = FieldValue;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<FieldValue, E> {
-        Ok(FieldValue::Null)
-    }
-    fn visit_none<E>(self) -> Result<FieldValue, E> {
-        Ok(FieldValue::Null)
-    }
-    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<FieldValue, D::Error> {
-        serde::Deserialize::deserialize(d)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<FieldValue, E> {
-        Ok(FieldValue::Boolean(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<FieldValue, E> {
-        Ok(FieldValue::Integer(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<FieldValue, E> {
-        Ok(match i64::try_from(v) {
-            Ok(i) => FieldValue::Integer(i),
-            Err(_) => FieldValue::Decimal(Decimal::from(v)),
-        })
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<FieldValue, E> {
-        Ok(FieldValue::Float(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<FieldValue, E> {
-        Ok(FieldValue::String(v.into()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<FieldValue, E> {
-        Ok(FieldValue::String(v.into()))
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<FieldValue, A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
         while let Some(item) = seq.next_element()? {
             items.push(item);
         }
-        Ok(FieldValue::Array(items))
+        *self.0 = FieldValue::Array(items);
+        Ok(())
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FieldValue, A::Error> {
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut out = BTreeMap::new();
         while let Some((k, v)) = map.next_entry::<String, FieldValue>()? {
             out.insert(k, v);
         }
-        Ok(FieldValue::Map(out))
+        *self.0 = FieldValue::Map(out);
+        Ok(())
     }
 }
 

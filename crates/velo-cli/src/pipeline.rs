@@ -1,7 +1,10 @@
 //! The delivery protocol, in one place.
 //!
 //! Each batch: read → write → flush → sink commit → save the source position
-//! → reader commit. Sinks that can store the position in their own
+//! → reader commit. Write, flush and sink commit run on a task of their own;
+//! from readers that can acknowledge up to a past position
+//! (`commit_up_to`), the next batch is read meanwhile, and the reader commit
+//! covers only the committed batch. Sinks that can store the position in their own
 //! transaction (`commit_with_position`) get it there, and a restart resumes
 //! from what they stored: exactly-once. A position is saved only for records the sink has
 //! durably accepted, so a crash at any point loses nothing and repeats at

@@ -39,13 +39,20 @@ fn trades_csv(dir: &Path, n: usize) -> std::path::PathBuf {
     path
 }
 
-/// `velo pipe` that must succeed.
-fn pipe_ok(input: &Path, sink: &str) {
+/// `velo pipe` that must succeed; its stderr.
+fn pipe_ok(input: &Path, sink: &str) -> String {
     let out = pipe(input, sink);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{sink}: {stderr}");
+    stderr
+}
+
+/// `velo pipe` that must succeed sending its rows as `format`.
+fn pipe_as(input: &Path, sink: &str, format: &str) {
+    let stderr = pipe_ok(input, sink);
     assert!(
-        out.status.success(),
-        "{sink}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains(&format!("rows of a new schema go as {format}")),
+        "{format} not used: {stderr}"
     );
 }
 
@@ -67,6 +74,9 @@ fn pipe(input: &Path, sink: &str) -> std::process::Output {
             "--no-progress",
             "--batch-size",
             "10000",
+            // The sink says which insert format it picked.
+            "--log",
+            "velo_clickhouse=info",
         ])
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -79,7 +89,11 @@ fn a_hundred_thousand_csv_rows_land_in_clickhouse() {
     let table = format!("trades_{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
     let input = trades_csv(dir.path(), 100_000);
-    pipe_ok(&input, &sink(&table, "&create_table=true&order_by=id"));
+    pipe_as(
+        &input,
+        &sink(&table, "&create_table=true&order_by=id"),
+        "Native",
+    );
     assert_eq!(
         client(&format!(
             "SELECT count(), uniqExact(id), sum(id), sum(qty) FROM {table}"
@@ -129,10 +143,18 @@ fn native_row_binary_and_json_each_row_store_the_same_rows() {
     let input = trades_csv(dir.path(), 1000);
     let ddl = "(id UInt32, symbol FixedString(3), price Float32, qty Nullable(Int16), ts DateTime, note String DEFAULT 'none') ENGINE = MergeTree ORDER BY id";
     let mut tables = Vec::new();
-    for format in ["native", "row_binary", "json_each_row"] {
+    for (format, name) in [
+        ("native", "Native"),
+        ("row_binary", "RowBinary"),
+        ("json_each_row", "JSONEachRow"),
+    ] {
         let table = format!("formats_{format}_{}", std::process::id());
         client(&format!("CREATE TABLE {table} {ddl}"));
-        pipe_ok(&input, &sink(&table, &format!("&insert_format={format}")));
+        pipe_as(
+            &input,
+            &sink(&table, &format!("&insert_format={format}")),
+            name,
+        );
         tables.push(table);
     }
     let rows = |table: &str| {
@@ -160,13 +182,13 @@ fn native_row_binary_and_json_each_row_store_the_same_rows() {
             "none"
         );
     }
-    // What RowBinary cannot carry goes as JSONEachRow under `auto`, and is
-    // a clear error when RowBinary is asked for.
+    // What the binary formats cannot carry goes as JSONEachRow under `auto`, and is
+    // a clear error when Native is asked for.
     let table = format!("decimal_{}", std::process::id());
     client(&format!(
         "CREATE TABLE {table} (id Int64, symbol String, price Decimal(10, 2), qty Int64, ts DateTime) ENGINE = MergeTree ORDER BY id"
     ));
-    pipe_ok(&input, &sink(&table, ""));
+    pipe_as(&input, &sink(&table, ""), "JSONEachRow");
     assert_eq!(
         client(&format!("SELECT count(), sum(price) FROM {table}")),
         {
@@ -209,10 +231,14 @@ fn native_blocks_carry_nulls_and_arrays_like_json() {
     std::fs::write(&input, body).unwrap();
     let ddl = "(id UInt64, tags Array(String), score Nullable(Float64), names Array(Nullable(String))) ENGINE = MergeTree ORDER BY id";
     let mut dumps = Vec::new();
-    for format in ["native", "json_each_row"] {
+    for (format, name) in [("native", "Native"), ("json_each_row", "JSONEachRow")] {
         let table = format!("nested_{format}_{}", std::process::id());
         client(&format!("CREATE TABLE {table} {ddl}"));
-        pipe_ok(&input, &sink(&table, &format!("&insert_format={format}")));
+        pipe_as(
+            &input,
+            &sink(&table, &format!("&insert_format={format}")),
+            name,
+        );
         dumps.push(client(&format!(
             "SELECT id, tags, score, names FROM {table} ORDER BY id FORMAT TSV"
         )));

@@ -154,13 +154,14 @@ impl Mapping {
         // The binary formats name their columns; the others take their defaults.
         let names: Vec<String> = columns.iter().map(|c| quote(&c.name)).collect();
         let insert = match wire {
-            Wire::Native => format!("INSERT INTO {table} ({}) FORMAT Native", names.join(", ")),
-            Wire::RowBinary => format!(
-                "INSERT INTO {table} ({}) FORMAT RowBinary",
-                names.join(", ")
+            Wire::Native | Wire::RowBinary => format!(
+                "INSERT INTO {table} ({}) FORMAT {}",
+                names.join(", "),
+                wire.name()
             ),
             Wire::JsonEachRow => format!("INSERT INTO {table} FORMAT JSONEachRow"),
         };
+        tracing::info!(table = %opts.target(), "rows of a new schema go as {}", wire.name());
         Ok(Mapping {
             columns,
             wire,
@@ -197,6 +198,17 @@ enum Wire {
     Native,
     RowBinary,
     JsonEachRow,
+}
+
+impl Wire {
+    /// The format's name in ClickHouse's SQL.
+    fn name(self) -> &'static str {
+        match self {
+            Wire::Native => "Native",
+            Wire::RowBinary => "RowBinary",
+            Wire::JsonEachRow => "JSONEachRow",
+        }
+    }
 }
 
 /// Writes batches into one table.
@@ -426,19 +438,12 @@ impl DataWriter for ClickHouseWriter {
                 }
             };
             // One insert has one column list and format: a new mapping starts a new insert.
-            if self.rows > 0
-                && !self
-                    .buffered
-                    .as_ref()
-                    .is_some_and(|b| Arc::ptr_eq(b, &mapping))
-            {
-                self.send().await?;
-            }
             if !self
                 .buffered
                 .as_ref()
                 .is_some_and(|b| Arc::ptr_eq(b, &mapping))
             {
+                self.send().await?;
                 self.block = match mapping.wire {
                     Wire::Native => Some(Block::new(&mapping.columns)?),
                     _ => None,

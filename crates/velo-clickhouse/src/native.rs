@@ -370,41 +370,21 @@ mod tests {
     #[test]
     fn a_bad_value_leaves_the_block_as_it_was() {
         let (mut block, mapped) = block_of(&[("a", "Array(UInt8)"), ("b", "Int64")]);
-        block
-            .push(
-                &record(vec![FieldValue::Array(vec![1.into()]), 7.into()]),
-                &mapped,
-                "db.t",
-            )
-            .unwrap();
+        let push = |block: &mut Block, values| block.push(&record(values), &mapped, "db.t");
+        let good_row = || vec![FieldValue::Array(vec![1.into()]), 7.into()];
+        push(&mut block, good_row()).unwrap();
         let mut good = Vec::new();
         block.write_to(&mut good);
-        block
-            .push(
-                &record(vec![FieldValue::Array(vec![1.into()]), 7.into()]),
-                &mapped,
-                "db.t",
-            )
-            .unwrap();
+        push(&mut block, good_row()).unwrap();
         // The array goes in, then the second field fails: both columns are taken back.
-        let err = block
-            .push(
-                &record(vec![
-                    FieldValue::Array(vec![2.into(), 3.into()]),
-                    "x".into(),
-                ]),
-                &mapped,
-                "db.t",
-            )
-            .unwrap_err()
-            .to_string();
+        let err = push(
+            &mut block,
+            vec![FieldValue::Array(vec![2.into(), 3.into()]), "x".into()],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("field `b`") && err.contains("Int64"), "{err}");
-        let err = block
-            .push(
-                &record(vec![FieldValue::Null, FieldValue::Null]),
-                &mapped,
-                "db.t",
-            )
+        let err = push(&mut block, vec![FieldValue::Null, FieldValue::Null])
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not allow"), "{err}");

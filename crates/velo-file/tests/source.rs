@@ -77,20 +77,25 @@ async fn jsonl_and_json_array_and_compressed() {
     }
 }
 
+/// The URI of a CSV file in `dir` with one column `n` = 0..`rows`, read
+/// with the source's own checkpoint after every commit.
+fn numbered_csv_checkpointed(dir: &std::path::Path, rows: usize) -> String {
+    let path = dir.join("n.csv");
+    let body: String = std::iter::once("n\n".to_owned())
+        .chain((0..rows).map(|i| format!("{i}\n")))
+        .collect();
+    std::fs::write(&path, body).unwrap();
+    let cp = dir.join("cp");
+    uri(
+        &path,
+        &format!("checkpoint_dir={}&checkpoint_interval=1", cp.display()),
+    )
+}
+
 #[tokio::test]
 async fn restart_from_own_checkpoint_delivers_the_rest_once() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("n.csv");
-    let mut body = String::from("n\n");
-    for i in 0..5000 {
-        body.push_str(&format!("{i}\n"));
-    }
-    std::fs::write(&path, body).unwrap();
-    let cp = dir.path().join("cp");
-    let u = uri(
-        &path,
-        &format!("checkpoint_dir={}&checkpoint_interval=1", cp.display()),
-    );
+    let u = numbered_csv_checkpointed(dir.path(), 5000);
     let mut first = source(&u).await.unwrap().create_reader().await.unwrap();
     let mut got = first.read_batch(1200).await.unwrap();
     got.extend(first.read_batch(1300).await.unwrap());
@@ -107,16 +112,7 @@ async fn restart_from_own_checkpoint_delivers_the_rest_once() {
 #[tokio::test]
 async fn commit_up_to_acknowledges_only_the_batches_before_it() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("n.csv");
-    let body: String = std::iter::once("n\n".to_owned())
-        .chain((0..1000).map(|i| format!("{i}\n")))
-        .collect();
-    std::fs::write(&path, body).unwrap();
-    let cp = dir.path().join("cp");
-    let u = uri(
-        &path,
-        &format!("checkpoint_dir={}&checkpoint_interval=1", cp.display()),
-    );
+    let u = numbered_csv_checkpointed(dir.path(), 1000);
     let mut first = source(&u).await.unwrap().create_reader().await.unwrap();
     assert!(first.supports_commit_up_to());
     let mut got = first.read_batch(300).await.unwrap();

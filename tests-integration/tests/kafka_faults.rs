@@ -43,19 +43,23 @@ async fn read_back(topic: &str) -> Vec<i64> {
         kafka_brokers(),
         unique("g")
     );
-    let mut r = DataSourceRegistry::with_plugins()
-        .create_source(&uri)
-        .await
-        .unwrap()
-        .create_reader()
-        .await
-        .unwrap();
+    let mut r = reader(&uri).await;
     let mut ns = Vec::new();
     while r.has_more().await.unwrap() {
         ns.extend(r.read_batch(1000).await.unwrap().iter().map(n_of));
     }
     ns.sort();
     ns
+}
+
+async fn reader(uri: &str) -> Box<dyn DataReader> {
+    DataSourceRegistry::with_plugins()
+        .create_source(uri)
+        .await
+        .unwrap()
+        .create_reader()
+        .await
+        .unwrap()
 }
 
 async fn writer(topic: &str, params: &str) -> Box<dyn DataWriter> {
@@ -110,13 +114,7 @@ async fn outages_transient_and_permanent_errors_and_transactions() {
         kafka_brokers(),
         unique("g")
     );
-    let mut r: Box<dyn DataReader> = DataSourceRegistry::with_plugins()
-        .create_source(&uri)
-        .await
-        .unwrap()
-        .create_reader()
-        .await
-        .unwrap();
+    let mut r = reader(&uri).await;
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while got.len() < 50 && Instant::now() < deadline {
@@ -200,13 +198,7 @@ async fn outages_transient_and_permanent_errors_and_transactions() {
         "kafka://{}/{input}?group_id={group}&poll_timeout=300ms&kafka.session.timeout.ms=6000",
         kafka_brokers(),
     );
-    let mut r: Box<dyn DataReader> = DataSourceRegistry::with_plugins()
-        .create_source(&uri)
-        .await
-        .unwrap()
-        .create_reader()
-        .await
-        .unwrap();
+    let mut r = reader(&uri).await;
     let output = unique("eos-out");
     let mut plain = writer(&output, "").await;
     let link = r.source_link().expect("a Kafka reader offers its consumer");
@@ -305,13 +297,7 @@ async fn outages_transient_and_permanent_errors_and_transactions() {
     assert!(t3.link_source(&link));
     let batch = read(&mut r, &mut got, 100).await;
     t3.write_batch(&batch).await.unwrap();
-    let mut r2: Box<dyn DataReader> = DataSourceRegistry::with_plugins()
-        .create_source(&uri)
-        .await
-        .unwrap()
-        .create_reader()
-        .await
-        .unwrap();
+    let mut r2 = reader(&uri).await;
     let until = Instant::now() + Duration::from_secs(60);
     // Both poll so that the group rebalances; the newcomer gets partitions.
     while r2.position().unwrap().is_empty() && Instant::now() < until {

@@ -1,11 +1,15 @@
-//! CSV: framing by `csv-core` (quotes, escapes, embedded line breaks), typed
-//! cells by the schema, and writing through the `csv` crate's quoting rules.
+//! CSV: framing of plain lines eight bytes at a time ([`split`]), of quoted
+//! ones by `csv-core` (quotes, escapes, embedded line breaks), typed cells by
+//! the schema, and writing through the `csv` crate's quoting rules.
+
+mod split;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use csv_core::{ReadRecordResult, ReaderBuilder};
 
+use self::split::{Split, Splitter};
 use super::{Decoder, Encoder, FormatOptions, Frame, Inferred};
 use crate::error::{Error, Result};
 use crate::infer::SchemaInferrer;
@@ -86,18 +90,29 @@ impl Fields {
     }
 
     fn field(&self, i: usize) -> &[u8] {
-        &self.out[self.range(i)]
-    }
-
-    /// Where field `i` is in [`record`](Self::record).
-    fn range(&self, i: usize) -> std::ops::Range<usize> {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        start..self.ends[i]
+        &self.out[start..self.ends[i]]
     }
+}
 
-    /// The unescaped bytes of the `n` fields just read, end to end.
-    fn record(&self, n: usize) -> &[u8] {
-        &self.out[..if n == 0 { 0 } else { self.ends[n - 1] }]
+/// Where the cells of one record are: `record[start..end]` for each end in
+/// `ends`, each cell starting `gap` bytes after the previous one's end (1
+/// past a delimiter in a plain line, 0 in csv-core's unescaped output).
+#[derive(Clone, Copy)]
+struct Cells<'a> {
+    record: &'a [u8],
+    ends: &'a [usize],
+    gap: usize,
+}
+
+impl Cells<'_> {
+    fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends[i - 1] + self.gap
+        };
+        start..self.ends[i]
     }
 }
 
@@ -105,7 +120,11 @@ impl Fields {
 #[derive(Debug)]
 pub struct CsvDecoder {
     rdr: csv_core::Reader,
+    /// csv-core's output, for lines the splitter leaves to it.
     fields: FieldsBuf,
+    splitter: Splitter,
+    /// Cell ends of the plain line being decoded.
+    ends: Vec<usize>,
     schema: Arc<Schema>,
     types: Vec<DataType>,
     nullable: Vec<bool>,
@@ -128,6 +147,8 @@ impl CsvDecoder {
         CsvDecoder {
             rdr: core_reader(options),
             fields: FieldsBuf(Fields::new()),
+            splitter: Splitter::new(options.delimiter, options.quote),
+            ends: Vec::with_capacity(schema.len()),
             types: schema
                 .fields()
                 .iter()
@@ -158,20 +179,21 @@ impl CsvDecoder {
         }
     }
 
-    fn convert(&self, n: usize) -> std::result::Result<Vec<FieldValue>, String> {
-        let f = &self.fields.0;
+    fn convert(&self, cells: Cells<'_>) -> std::result::Result<Vec<FieldValue>, String> {
+        let n = cells.ends.len();
         if n != self.types.len() {
             return Err(format!("expected {} fields, found {n}", self.types.len()));
         }
         let mut values = Vec::with_capacity(n);
         // UTF-8 is checked once per record; a cell is then a slice of it,
         // unless the record is not valid text and the failing cell is wanted.
-        let record = std::str::from_utf8(f.record(n)).ok();
+        let record = std::str::from_utf8(cells.record).ok();
         for (i, ty) in self.types.iter().enumerate() {
             let name = || &self.schema.fields()[i].name;
-            let cell = match record.and_then(|r| r.get(f.range(i))) {
+            let range = cells.range(i);
+            let cell = match record.and_then(|r| r.get(range.clone())) {
                 Some(cell) => cell,
-                None => std::str::from_utf8(f.field(i))
+                None => std::str::from_utf8(&cells.record[range])
                     .map_err(|e| format!("column `{}`: invalid UTF-8 ({e})", name()))?,
             };
             if self.is_null(cell) {
@@ -235,30 +257,62 @@ impl Decoder for CsvDecoder {
         let mut consumed = 0;
         let mut produced = 0;
         let mut frame_start = 0;
-        // csv-core counts the line breaks it consumes (quoted ones too):
-        // no second pass over the frame's bytes.
-        let mut frame_line = self.rdr.line();
+        // Line breaks since `frame_start`.
+        let mut lines = 0;
         while produced < max && consumed < input.len() {
             let rest = &input[consumed..];
-            let Some((len, n)) = self.fields.0.read(&mut self.rdr, rest, eof) else {
-                // An incomplete record: forget csv-core's state and wait for more input.
-                self.rdr.reset();
-                break;
+            let result = match self.splitter.split(rest, eof, &mut self.ends) {
+                Split::Incomplete => break,
+                Split::Line { len, content } => {
+                    consumed += len;
+                    lines += u64::from(rest[..len].last() == Some(&b'\n'));
+                    let line = &rest[..content];
+                    // A blank line is no record; its bytes count with the next one.
+                    if self.ends.is_empty() && line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    self.ends.push(content);
+                    self.convert(Cells {
+                        record: line,
+                        ends: &self.ends,
+                        gap: 1,
+                    })
+                }
+                Split::NeedsCsvCore => {
+                    // Each quoted record is read from a fresh state: the
+                    // lines between them never went through csv-core.
+                    self.rdr.reset();
+                    let Some((mut len, n)) = self.fields.0.read(&mut self.rdr, rest, eof) else {
+                        // An incomplete record: wait for more input.
+                        break;
+                    };
+                    // csv-core ends a record at its `\r`: the `\n` after it
+                    // belongs to the same line break, so to this record.
+                    if rest[..len].last() == Some(&b'\r') && rest.get(len) == Some(&b'\n') {
+                        len += 1;
+                    }
+                    let bytes = &rest[..len];
+                    consumed += len;
+                    lines += memchr::memchr_iter(b'\n', bytes).count() as u64;
+                    if n == 0 || (n == 1 && bytes.iter().all(u8::is_ascii_whitespace)) {
+                        continue;
+                    }
+                    let f = &self.fields.0;
+                    self.convert(Cells {
+                        record: &f.out[..f.ends[n - 1]],
+                        ends: &f.ends[..n],
+                        gap: 0,
+                    })
+                }
             };
-            let bytes = &rest[..len];
-            consumed += len;
-            // A blank line is no record; its bytes count with the next one.
-            if n <= 1 && bytes.iter().all(|b| b.is_ascii_whitespace()) {
-                continue;
-            }
             out.push(Frame {
                 len: consumed - frame_start,
-                lines: self.rdr.line() - frame_line,
-                result: self.convert(n),
+                lines,
+                result,
                 schema: self.schema.clone(),
             });
             frame_start = consumed;
-            frame_line = self.rdr.line();
+            lines = 0;
             produced += 1;
         }
         consumed
@@ -279,9 +333,13 @@ pub(super) fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result
     let mut header_len = 0;
     let mut rows: Vec<Vec<String>> = Vec::new();
     while pos < sample.len() && rows.len() < options.sample_rows {
-        let Some((len, n)) = fields.read(&mut rdr, &sample[pos..], eof) else {
+        let Some((mut len, n)) = fields.read(&mut rdr, &sample[pos..], eof) else {
             break;
         };
+        // A `\r\n` belongs to the record it ends (csv-core stops at the `\r`).
+        if len > 0 && sample[pos + len - 1] == b'\r' && sample.get(pos + len) == Some(&b'\n') {
+            len += 1;
+        }
         let bytes = &sample[pos..pos + len];
         pos += len;
         if n <= 1 && bytes.iter().all(|b| b.is_ascii_whitespace()) {
@@ -481,13 +539,24 @@ mod tests {
         let mut buf: Vec<u8> = Vec::new();
         let mut fed = inferred.header_len;
         let mut consumed = 0;
+        // Blank bytes consumed after the last frame of a call: they count
+        // with the next frame, as the file reader counts them.
+        let mut carried = 0;
         // Feed in small chunks, as a tailing reader would.
         loop {
             let end = (fed + chunk).min(data.len());
             buf.extend_from_slice(&data[fed..end]);
             fed = end;
             let eof = fed == data.len();
+            let before = frames.len();
             let used = dec.decode(&buf, eof, usize::MAX, &mut frames);
+            // What a call consumes after its last frame is blank lines.
+            let framed: usize = frames[before..].iter().map(|f| f.len).sum();
+            assert!(buf[framed..used].iter().all(u8::is_ascii_whitespace));
+            if let Some(next) = frames.get_mut(before) {
+                next.len += std::mem::take(&mut carried);
+            }
+            carried += used - framed;
             consumed += used;
             buf.drain(..used);
             if eof && buf.is_empty() {
@@ -498,7 +567,10 @@ mod tests {
             }
         }
         assert_eq!(consumed + inferred.header_len, data.len());
-        assert_eq!(frames.iter().map(|f| f.len).sum::<usize>(), consumed);
+        assert_eq!(
+            frames.iter().map(|f| f.len).sum::<usize>() + carried,
+            consumed
+        );
         (inferred, frames)
     }
 
@@ -523,6 +595,104 @@ mod tests {
                 "the quoted line break and the terminator"
             );
         }
+    }
+
+    /// The cells csv-core alone reads from `data`, blank records left out:
+    /// what the splitter's fast path must agree with.
+    fn csv_core_rows(data: &[u8]) -> Vec<Vec<String>> {
+        let mut rdr = core_reader(&opts());
+        let mut fields = Fields::new();
+        let mut rows = Vec::new();
+        let mut pos = 0;
+        while let Some((len, n)) = fields.read(&mut rdr, &data[pos..], true) {
+            let bytes = &data[pos..pos + len];
+            pos += len;
+            if n == 0 || (n == 1 && bytes.iter().all(u8::is_ascii_whitespace)) {
+                continue;
+            }
+            rows.push(
+                (0..n)
+                    .map(|i| String::from_utf8(fields.field(i).to_vec()).unwrap())
+                    .collect(),
+            );
+        }
+        rows
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_path_agrees_with_csv_core(
+            records in proptest::collection::vec(
+                (
+                    proptest::collection::vec(
+                        proptest::sample::select(vec![
+                            "", "a", "hello world", "\u{e9}t\u{e9}", "12345678901", " sp ",
+                            "x\"y", "\"a,b\"", "\"line\nbreak\"", "\"q\"\"q\"", "\"\"",
+                        ]),
+                        2..=3,
+                    ),
+                    proptest::sample::select(vec!["\n", "\r\n", "\r", "\n\n", "\r\n\r\n", "\n  \n"]),
+                ),
+                1..40,
+            ),
+            last_terminated in proptest::bool::ANY,
+            chunk in 1usize..80,
+        ) {
+            let mut text = String::from("c0,c1,c2\n");
+            for (i, (cells, term)) in records.iter().enumerate() {
+                text.push_str(&cells.join(","));
+                if i + 1 < records.len() || last_terminated {
+                    text.push_str(term);
+                }
+            }
+            let data = text.as_bytes();
+            let mut o = opts();
+            o.null_tokens = Vec::new();
+            o.schema = Some(Arc::new(crate::format::parse_schema_spec("c0:string?,c1:string?,c2:string?").unwrap()));
+            let inferred = infer(&o, data, true).unwrap();
+            let mut dec = CsvDecoder::new(&o, inferred.schema.clone());
+            let (mut frames, mut buf, mut fed) = (Vec::new(), Vec::new(), inferred.header_len);
+            // Line breaks of blank lines consumed after a call's last frame.
+            let mut unframed = 0;
+            loop {
+                let end = (fed + chunk).min(data.len());
+                buf.extend_from_slice(&data[fed..end]);
+                fed = end;
+                let eof = fed == data.len();
+                let before = frames.len();
+                let used = dec.decode(&buf, eof, usize::MAX, &mut frames);
+                let framed: usize = frames[before..].iter().map(|f| f.len).sum();
+                unframed += buf[framed..used].iter().filter(|&&b| b == b'\n').count() as u64;
+                buf.drain(..used);
+                if eof && (buf.is_empty() || used == 0) {
+                    break;
+                }
+            }
+            proptest::prop_assert!(buf.is_empty(), "left over: {:?}", String::from_utf8_lossy(&buf));
+            let expected = csv_core_rows(&data[inferred.header_len..]);
+            proptest::prop_assert_eq!(frames.len(), expected.len());
+            for (frame, cells) in frames.iter().zip(&expected) {
+                match &frame.result {
+                    Ok(values) => {
+                        let got: Vec<String> = values.iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+                        proptest::prop_assert_eq!(&got, cells);
+                    }
+                    Err(e) => proptest::prop_assert!(cells.len() != 3, "{}: {:?}", e, cells),
+                }
+            }
+            let breaks = data[inferred.header_len..].iter().filter(|&&b| b == b'\n').count() as u64;
+            let counted: u64 = frames.iter().map(|f| f.lines).sum();
+            proptest::prop_assert_eq!(counted + unframed, breaks);
+        }
+    }
+
+    #[test]
+    fn crlf_records_end_on_their_own_line() {
+        let data = b"id,name\r\n1,a\r\n2,\"b\r\nc\"\r\n3,d\r\n";
+        let (inf, frames) = decode_all(data, 4096);
+        assert_eq!(inf.header_len, 9, "the header's \\r\\n is the header's");
+        let lens: Vec<_> = frames.iter().map(|f| (f.len, f.lines)).collect();
+        assert_eq!(lens, vec![(5, 1), (10, 2), (5, 1)]);
     }
 
     #[test]

@@ -595,11 +595,62 @@ fn number_value(n: &serde_json::Number) -> FieldValue {
 }
 
 pub(crate) fn parse_float(t: &str) -> Option<f64> {
+    if let Some(v) = parse_short_decimal(t.as_bytes()) {
+        return Some(v);
+    }
     match t {
         "NaN" | "nan" => Some(f64::NAN),
         "Infinity" | "inf" | "+Infinity" => Some(f64::INFINITY),
         "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
         _ => t.parse().ok(),
+    }
+}
+
+/// `[-+]digits[.digits]` with at most 15 digits, the usual shape of prices
+/// and measurements: its digits as an integer and the power of ten of its
+/// fraction are both exact in an `f64`, so one IEEE division gives the
+/// correctly rounded value (Clinger's fast path), the value `str::parse`
+/// gives, without its general parser. Anything else is `None`.
+fn parse_short_decimal(b: &[u8]) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, text) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if text.len() > 16 {
+        return None;
+    }
+    let (mut mantissa, mut digits, mut point) = (0u64, 0, None);
+    for (i, &c) in text.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+                digits += 1;
+            }
+            b'.' if point.is_none() => point = Some(text.len() - i - 1),
+            _ => return None,
+        }
+    }
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    let v = mantissa as f64 / POW10[point.unwrap_or(0)];
+    Some(if negative { -v } else { v })
+}
+
+/// Where a text cell's padding is: most cells have none, and checking the
+/// first and last bytes is cheaper than `str::trim`'s Unicode scan.
+pub(crate) fn trim(t: &str) -> &str {
+    match t.as_bytes() {
+        [first, .., last] | [first @ last]
+            if first.is_ascii_graphic() && last.is_ascii_graphic() =>
+        {
+            t
+        }
+        _ => t.trim(),
     }
 }
 
@@ -618,13 +669,44 @@ pub(crate) fn parse_bool(t: &str) -> Option<bool> {
 
 /// RFC 3339, or a zone-less ISO 8601 date-time taken as UTC.
 pub(crate) fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
-    let t = text.trim();
+    parse_timestamp_with(text, &DateCache::default())
+}
+
+/// The last calendar date a column's timestamps named: consecutive
+/// timestamps of a stream mostly share their date, and checking it
+/// (leap years, days per month) was a fifth of parsing one.
+#[derive(Debug, Default)]
+pub(crate) struct DateCache(std::cell::Cell<Option<([u8; 10], NaiveDate)>>);
+
+impl DateCache {
+    fn date(&self, text: &[u8]) -> Option<NaiveDate> {
+        let key: [u8; 10] = text.try_into().ok()?;
+        if let Some((k, d)) = self.0.get()
+            && k == key
+        {
+            return Some(d);
+        }
+        fn num(b: &[u8]) -> Option<u32> {
+            b.iter().try_fold(0u32, |acc, &c| {
+                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+            })
+        }
+        let date =
+            NaiveDate::from_ymd_opt(num(&key[0..4])? as i32, num(&key[5..7])?, num(&key[8..10])?)?;
+        self.0.set(Some((key, date)));
+        Some(date)
+    }
+}
+
+/// [`parse_timestamp`] with the dates it met remembered in `dates`.
+pub(crate) fn parse_timestamp_with(text: &str, dates: &DateCache) -> Option<DateTime<Utc>> {
+    let t = trim(text);
     // Cheap shape check first: inference calls this on every sampled cell.
     let b = t.as_bytes();
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b' ') {
         return None;
     }
-    if let Some(ts) = parse_iso_fast(b) {
+    if let Some(ts) = parse_iso_fast(b, dates) {
         return Some(ts);
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
@@ -645,7 +727,7 @@ pub(crate) fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
 /// The common shapes `YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z|±HH:MM|±HHMM]`,
 /// parsed without chrono's general parser; `None` sends anything else (and
 /// anything invalid) to the full parsers.
-fn parse_iso_fast(b: &[u8]) -> Option<DateTime<Utc>> {
+fn parse_iso_fast(b: &[u8], dates: &DateCache) -> Option<DateTime<Utc>> {
     fn num(b: &[u8]) -> Option<u32> {
         b.iter().try_fold(0u32, |acc, &c| {
             c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
@@ -654,7 +736,7 @@ fn parse_iso_fast(b: &[u8]) -> Option<DateTime<Utc>> {
     if b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let date = NaiveDate::from_ymd_opt(num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?)?;
+    let date = dates.date(&b[0..10])?;
     let (h, m, s) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
     let mut i = 19;
     let mut nanos = 0u32;
@@ -726,6 +808,7 @@ mod tests {
 
     #[test]
     fn fast_timestamp_path_agrees_with_chrono() {
+        let shared = DateCache::default();
         for text in [
             "2024-01-15T10:30:00Z",
             "2024-01-15T10:30:00.5Z",
@@ -738,8 +821,11 @@ mod tests {
             "0001-01-01T00:00:00+01:00",
             "9999-12-31T23:59:59Z",
         ] {
-            let fast = parse_iso_fast(text.as_bytes())
+            // Each text parsed with a fresh cache and with one shared by all
+            // (which holds the previous text's date): the same instant.
+            let fast = parse_iso_fast(text.as_bytes(), &DateCache::default())
                 .unwrap_or_else(|| panic!("fast path refused {text}"));
+            assert_eq!(parse_iso_fast(text.as_bytes(), &shared), Some(fast));
             let full = DateTime::parse_from_rfc3339(text)
                 .map(|d| d.with_timezone(&Utc))
                 .or_else(|_| {
@@ -762,7 +848,7 @@ mod tests {
             // A leap second is left to chrono's parser.
             "2016-12-31T23:59:60Z",
         ] {
-            assert_eq!(parse_iso_fast(bad.as_bytes()), None, "{bad}");
+            assert_eq!(parse_iso_fast(bad.as_bytes(), &shared), None, "{bad}");
         }
     }
 
@@ -862,6 +948,34 @@ mod tests {
             DataType::Any => Just(FieldValue::Null).boxed(),
         };
         prop_oneof![1 => Just(FieldValue::Null), 9 => leaf].boxed()
+    }
+
+    proptest! {
+        #[test]
+        fn short_decimals_parse_as_std_does(
+            sign in prop::sample::select(vec!["", "-", "+"]),
+            int in "[0-9]{0,16}",
+            frac in prop::option::of("[0-9]{0,16}"),
+        ) {
+            let text = format!("{sign}{int}{}", frac.map(|f| format!(".{f}")).unwrap_or_default());
+            let ours = parse_short_decimal(text.as_bytes());
+            match text.parse::<f64>() {
+                // Where the fast path answers, it answers exactly as std
+                // (sign of zero included); it only declines long or odd text.
+                Ok(std) => if let Some(v) = ours {
+                    prop_assert_eq!(v.to_bits(), std.to_bits(), "{}", text);
+                } else {
+                    let digits = text.bytes().filter(u8::is_ascii_digit).count();
+                    prop_assert!(digits > 15 || text.len() > 16, "{} declined", text);
+                },
+                Err(_) => prop_assert!(ours.is_none(), "{}", text),
+            }
+        }
+
+        #[test]
+        fn trim_is_str_trim(t in "[ \t\u{a0}\u{3000}a-z0-9\u{e9}]{0,6}") {
+            prop_assert_eq!(trim(&t), t.trim());
+        }
     }
 
     proptest! {

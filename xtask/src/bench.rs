@@ -7,6 +7,7 @@
 
 use std::process::{Command, ExitCode};
 
+use crate::services::ServiceKind;
 use crate::{Result, project_root};
 
 pub(crate) fn run(quick: bool, only: Option<&str>) -> Result<ExitCode> {
@@ -46,16 +47,8 @@ pub(crate) fn run(quick: bool, only: Option<&str>) -> Result<ExitCode> {
     if let Some(group) = only {
         cmd.args(["--only", group]);
     }
-    // The Kafka and PostgreSQL workloads need their services, started like `itest` starts them.
-    let running = crate::services::up(
-        crate::services::Mode::Native,
-        &[
-            crate::services::ServiceKind::Kafka,
-            crate::services::ServiceKind::Postgres,
-            crate::services::ServiceKind::S3,
-            crate::services::ServiceKind::ClickHouse,
-        ],
-    )?;
+    // The services the chosen workloads need, started like `itest` starts them.
+    let running = crate::services::up(crate::services::Mode::Native, services_for(only)?)?;
     for (k, v) in running.env() {
         cmd.env(k, v);
     }
@@ -78,4 +71,43 @@ pub(crate) fn run(quick: bool, only: Option<&str>) -> Result<ExitCode> {
         json_path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The services the workloads of `only` (all of them when `None`) need.
+fn services_for(only: Option<&str>) -> Result<&'static [ServiceKind]> {
+    Ok(match only {
+        None => &[
+            ServiceKind::Kafka,
+            ServiceKind::Postgres,
+            ServiceKind::S3,
+            ServiceKind::ClickHouse,
+        ],
+        Some("file") => &[],
+        Some("kafka") => &[ServiceKind::Kafka],
+        Some("postgres") => &[ServiceKind::Postgres],
+        Some("s3") => &[ServiceKind::S3],
+        Some("clickhouse") => &[ServiceKind::ClickHouse],
+        Some(other) => {
+            return Err(format!(
+                "--only {other}: the groups are file, kafka, postgres, s3 and clickhouse"
+            ));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_starts_only_its_service() {
+        assert!(services_for(Some("file")).unwrap().is_empty());
+        assert_eq!(services_for(Some("s3")).unwrap(), &[ServiceKind::S3]);
+        assert_eq!(services_for(None).unwrap().len(), 4);
+        assert!(
+            services_for(Some("files"))
+                .unwrap_err()
+                .contains("file, kafka")
+        );
+    }
 }

@@ -146,6 +146,94 @@ async fn commit_up_to_acknowledges_only_the_batches_before_it() {
     assert_eq!(ints(&rest, "n"), (700..1000).collect::<Vec<_>>());
 }
 
+/// The line number of a file position (one file).
+fn line_of(position: &velo_datasource_core::SourcePosition) -> u64 {
+    match &position.offsets[0] {
+        velo_datasource_core::SourceOffset::File { line_number, .. } => *line_number,
+        other => panic!("not a file offset: {other:?}"),
+    }
+}
+
+/// After each batch, the position, and what `commit` and `close` save,
+/// cover exactly the records handed out: none read past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn position_commit_and_close_cover_the_batches_handed_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let u = numbered_csv_checkpointed(dir.path(), 10_000);
+    let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
+    for k in 1..=3u64 {
+        let batch = r.read_batch(1000).await.unwrap();
+        assert_eq!(batch.len(), 1000);
+        // The header is line 0; the position is after `k` batches, not `k + 1`.
+        assert_eq!(line_of(&r.position().unwrap()), 1 + 1000 * k);
+        assert!(r.has_more().await.unwrap());
+    }
+    // `commit` saves the caller's position.
+    r.commit().await.unwrap();
+    r.read_batch(1000).await.unwrap();
+    drop(r);
+    let mut again = source(&u).await.unwrap().create_reader().await.unwrap();
+    let first = again.read_batch(1000).await.unwrap();
+    assert_eq!(ints(&first, "n"), (3000..4000).collect::<Vec<_>>());
+    // So does `close`.
+    again.close().await.unwrap();
+    drop(again);
+    let mut last = source(&u).await.unwrap().create_reader().await.unwrap();
+    let rest = read_all(last.as_mut()).await.unwrap();
+    assert_eq!(ints(&rest, "n"), (4000..10_000).collect::<Vec<_>>());
+}
+
+/// A caller that changes its batch size gets no more than it asks for,
+/// and every record once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_batch_sizes_lose_and_repeat_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let u = numbered_csv_checkpointed(dir.path(), 20_000);
+    let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
+    let mut got = Vec::new();
+    for size in [1000, 10, 1000, 1000, 1, 500, 3000, 3000, 7] {
+        let batch = r.read_batch(size).await.unwrap();
+        assert!(
+            batch.len() <= size,
+            "{} records for a batch of {size}",
+            batch.len()
+        );
+        got.extend(batch);
+        assert_eq!(line_of(&r.position().unwrap()), 1 + got.len() as u64);
+    }
+    got.extend(read_all(r.as_mut()).await.unwrap());
+    assert_eq!(ints(&got, "n"), (0..20_000).collect::<Vec<_>>());
+}
+
+/// A bad record in a later batch is reported when the caller gets there:
+/// the good records before it first, then the error, with the position
+/// left on the bad record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_record_in_a_later_batch_is_reported_in_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.csv");
+    let body: String = std::iter::once("n\n".to_owned())
+        .chain((0..3000).map(|i| {
+            if i == 1500 {
+                "x\n".to_owned()
+            } else {
+                format!("{i}\n")
+            }
+        }))
+        .collect();
+    std::fs::write(&path, body).unwrap();
+    let u = uri(&path, "schema=n:integer");
+    let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
+    assert_eq!(r.read_batch(1000).await.unwrap().len(), 1000);
+    assert_eq!(
+        ints(&r.read_batch(1000).await.unwrap(), "n"),
+        (1000..1500).collect::<Vec<_>>()
+    );
+    let e = r.read_batch(1000).await.unwrap_err().to_string();
+    assert!(e.contains("b.csv") && e.contains("(line 1502)"), "{e}");
+    assert_eq!(line_of(&r.position().unwrap()), 1501);
+}
+
 #[tokio::test]
 async fn position_restore_and_seek() {
     let dir = tempfile::tempdir().unwrap();

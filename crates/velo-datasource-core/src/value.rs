@@ -973,6 +973,33 @@ mod tests {
         }
 
         #[test]
+        fn timestamps_parse_as_chrono_does_through_a_shared_cache(
+            stamps in prop::collection::vec(
+                (1990i32..2030, 1u32..=12, 1u32..=31, 0u32..=24, 0u32..=60, 0u32..=60, 0u32..1000,
+                 prop::sample::select(vec!["Z", "+02:00", "-0530", ""])),
+                1..20,
+            ),
+        ) {
+            // One cache for the whole sequence, as a column's (hits and misses,
+            // valid and invalid dates, hours, minutes and seconds): the same
+            // result as without it, and chrono's instant whenever one is read.
+            let shared = DateCache::default();
+            for (y, mo, d, h, mi, sec, ms, zone) in stamps {
+                let text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}.{ms:03}{zone}");
+                let expected = DateTime::parse_from_rfc3339(&text)
+                    .map(|t| t.with_timezone(&Utc))
+                    .or_else(|_| DateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S%.f%z").map(|t| t.with_timezone(&Utc)))
+                    .or_else(|_| NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S%.f").map(|n| n.and_utc()))
+                    .ok();
+                let fresh = parse_timestamp_with(&text, &DateCache::default());
+                prop_assert_eq!(parse_timestamp_with(&text, &shared), fresh, "{}", text);
+                if fresh.is_some() {
+                    prop_assert_eq!(fresh, expected, "{}", text);
+                }
+            }
+        }
+
+        #[test]
         fn trim_is_str_trim(t in "[ \t\u{a0}\u{3000}a-z0-9\u{e9}]{0,6}") {
             prop_assert_eq!(trim(&t), t.trim());
         }

@@ -332,7 +332,7 @@ impl fmt::Display for FieldValue {
                 f.write_str(&base64::engine::general_purpose::STANDARD.encode(b))
             }
             FieldValue::Date(d) => write!(f, "{}", d.format("%Y-%m-%d")),
-            FieldValue::Timestamp(t) => f.write_str(&format_timestamp(t)),
+            FieldValue::Timestamp(t) => f.write_str(TimestampText::new(t).as_str()),
             FieldValue::Array(_) | FieldValue::Map(_) => write!(f, "{}", self.to_json()),
         }
     }
@@ -355,7 +355,7 @@ impl serde::Serialize for FieldValue {
                 serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
             }
             FieldValue::Date(d) => serializer.collect_str(&d.format("%Y-%m-%d")),
-            FieldValue::Timestamp(t) => serializer.serialize_str(&format_timestamp(t)),
+            FieldValue::Timestamp(t) => serializer.serialize_str(TimestampText::new(t).as_str()),
             FieldValue::Array(items) => {
                 let mut seq = serializer.serialize_seq(Some(items.len()))?;
                 for item in items {
@@ -568,7 +568,63 @@ fn coerce_map<'a>(
 
 /// RFC 3339 in UTC with `Z` and only as many fractional digits as needed.
 pub(crate) fn format_timestamp(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    TimestampText::new(t).as_str().to_owned()
+}
+
+/// A timestamp as RFC 3339 text in UTC (`2024-01-15T10:30:00.123Z`, the
+/// fraction in 0, 3, 6 or 9 digits as chrono's `SecondsFormat::AutoSi`),
+/// written into a buffer on the stack: writing JSON, one `String` per
+/// timestamp was allocated, formatted through `core::fmt` and freed.
+/// Years outside 0–9999 and leap seconds are left to chrono.
+pub(crate) enum TimestampText {
+    Inline([u8; 30], usize),
+    Chrono(String),
+}
+
+impl TimestampText {
+    pub(crate) fn new(t: &DateTime<Utc>) -> Self {
+        use chrono::{Datelike, Timelike};
+        let (date, time) = (t.date_naive(), t.time());
+        let nanos = time.nanosecond();
+        if !(0..=9999).contains(&date.year()) || nanos >= 1_000_000_000 {
+            return TimestampText::Chrono(t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        }
+        fn put(buf: &mut [u8], mut n: u32) {
+            for b in buf.iter_mut().rev() {
+                *b = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        }
+        let mut buf = *b"0000-00-00T00:00:00.000000000Z";
+        put(&mut buf[0..4], date.year() as u32);
+        put(&mut buf[5..7], date.month());
+        put(&mut buf[8..10], date.day());
+        put(&mut buf[11..13], time.hour());
+        put(&mut buf[14..16], time.minute());
+        put(&mut buf[17..19], time.second());
+        let digits = match nanos {
+            0 => 0,
+            n if n % 1_000_000 == 0 => 3,
+            n if n % 1_000 == 0 => 6,
+            _ => 9,
+        };
+        let mut len = 19;
+        if digits > 0 {
+            put(&mut buf[20..29], nanos);
+            len = 20 + digits;
+        }
+        buf[len] = b'Z';
+        TimestampText::Inline(buf, len + 1)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            TimestampText::Inline(buf, len) => {
+                std::str::from_utf8(&buf[..*len]).expect("ASCII digits and separators")
+            }
+            TimestampText::Chrono(s) => s,
+        }
+    }
 }
 
 fn non_finite_name(f: f64) -> &'static str {
@@ -996,6 +1052,19 @@ mod tests {
                 if fresh.is_some() {
                     prop_assert_eq!(fresh, expected, "{}", text);
                 }
+            }
+        }
+
+        #[test]
+        fn timestamp_text_is_chronos(
+            secs in -400_000_000_000i64..400_000_000_000,
+            nanos in prop::sample::select(vec![0u32, 5_000_000, 123_000_000, 450_000, 7, 999_999_999, 1_500_000_000]),
+        ) {
+            // Years far before 0 and after 9999, every fraction width, and a
+            // leap second (nanoseconds past one second) go through both.
+            if let Some(t) = DateTime::<Utc>::from_timestamp(secs, nanos) {
+                let ours = TimestampText::new(&t);
+                prop_assert_eq!(ours.as_str(), t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
             }
         }
 

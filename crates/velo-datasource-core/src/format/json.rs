@@ -559,9 +559,11 @@ pub(super) fn infer_array(options: &FormatOptions, sample: &[u8], eof: bool) -> 
 pub struct JsonEncoder {
     array: bool,
     first: bool,
-    /// `"name":` of every field of the last schema written, escaped once
-    /// (serde's map escaped every key of every record: a sixth of `velo
-    /// pipe` CSV → JSON Lines), end to end, with where each one ends.
+    /// `"name":` of every field of the last schema written, escaped once,
+    /// end to end, with where each one ends. Serde's map escaped every key
+    /// of every record (its entries and the escaping of keys and values
+    /// were a sixth of `velo pipe` CSV → JSON Lines). The schema is held,
+    /// so a new schema at the same address cannot be taken for it.
     keys: Option<(Arc<Schema>, Vec<u8>, Vec<usize>)>,
 }
 

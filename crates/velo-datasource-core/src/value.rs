@@ -742,16 +742,21 @@ impl DateCache {
         {
             return Some(d);
         }
-        fn num(b: &[u8]) -> Option<u32> {
-            b.iter().try_fold(0u32, |acc, &c| {
-                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-            })
-        }
-        let date =
-            NaiveDate::from_ymd_opt(num(&key[0..4])? as i32, num(&key[5..7])?, num(&key[8..10])?)?;
+        let date = NaiveDate::from_ymd_opt(
+            digits(&key[0..4])? as i32,
+            digits(&key[5..7])?,
+            digits(&key[8..10])?,
+        )?;
         self.0.set(Some((key, date)));
         Some(date)
     }
+}
+
+/// The number the ASCII digits `b` write; `None` if any is not a digit.
+fn digits(b: &[u8]) -> Option<u32> {
+    b.iter().try_fold(0u32, |acc, &c| {
+        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+    })
 }
 
 /// [`parse_timestamp`] with the dates it met remembered in `dates`.
@@ -784,11 +789,7 @@ pub(crate) fn parse_timestamp_with(text: &str, dates: &DateCache) -> Option<Date
 /// parsed without chrono's general parser; `None` sends anything else (and
 /// anything invalid) to the full parsers.
 fn parse_iso_fast(b: &[u8], dates: &DateCache) -> Option<DateTime<Utc>> {
-    fn num(b: &[u8]) -> Option<u32> {
-        b.iter().try_fold(0u32, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-        })
-    }
+    let num = digits;
     if b[13] != b':' || b[16] != b':' {
         return None;
     }

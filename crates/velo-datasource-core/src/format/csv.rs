@@ -301,7 +301,7 @@ impl Decoder for CsvDecoder {
                     lines += u64::from(rest[..len].last() == Some(&b'\n'));
                     let line = &rest[..content];
                     // A blank line is no record; its bytes count with the next one.
-                    if self.ends.is_empty() && line.iter().all(u8::is_ascii_whitespace) {
+                    if is_blank(self.ends.len() + 1, line) {
                         continue;
                     }
                     self.ends.push(content);
@@ -327,7 +327,7 @@ impl Decoder for CsvDecoder {
                     let bytes = &rest[..len];
                     consumed += len;
                     lines += memchr::memchr_iter(b'\n', bytes).count() as u64;
-                    if n == 0 || (n == 1 && bytes.iter().all(u8::is_ascii_whitespace)) {
+                    if is_blank(n, bytes) {
                         continue;
                     }
                     let f = &self.fields.0;
@@ -356,6 +356,12 @@ impl Decoder for CsvDecoder {
     }
 }
 
+/// Whether a record of `fields` cells read from `bytes` is a blank line
+/// (or only line breaks), which is no record.
+fn is_blank(fields: usize, bytes: &[u8]) -> bool {
+    fields <= 1 && bytes.iter().all(u8::is_ascii_whitespace)
+}
+
 /// Reads the header (or counts columns) and samples rows for types.
 pub(super) fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result<Inferred> {
     let mut rdr = core_reader(options);
@@ -375,7 +381,7 @@ pub(super) fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result
         }
         let bytes = &sample[pos..pos + len];
         pos += len;
-        if n <= 1 && bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        if is_blank(n, bytes) {
             if header.is_none() {
                 header_len = pos;
             }

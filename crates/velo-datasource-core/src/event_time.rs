@@ -16,6 +16,7 @@ use std::sync::Arc;
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 
+use crate::columns::ColumnBatch;
 use crate::error::{Error, Result};
 use crate::record::StreamRecord;
 use crate::schema::Schema;
@@ -281,37 +282,66 @@ impl EventTimeExtractor {
 
     /// Sets `record.event_time`; returns whether it could be read.
     pub fn apply(&mut self, record: &mut StreamRecord) -> bool {
-        let index = match &self.resolved {
-            Some((schema, index)) if Arc::ptr_eq(schema, record.schema()) => *index,
-            _ => {
-                let index = record.schema().index_of(&self.config.field_name);
-                self.resolved = Some((record.schema().clone(), index));
-                index
-            }
-        };
+        let index = self.index_in(record.schema());
         let result = match index.and_then(|i| record.value(i)) {
             Some(value) => parse_event_time(value, self.config.format.as_ref()),
             None => Err("no such field in the record".to_owned()),
         };
-        match result {
-            Ok(t) => {
-                record.event_time = Some(t);
-                true
+        record.event_time = self.outcome(result, record.offset, record.partition);
+        record.event_time.is_some()
+    }
+
+    /// Sets the event time of every row of `batch`; returns how many could be read.
+    pub fn apply_to_batch(&mut self, batch: &mut ColumnBatch) -> usize {
+        let index = self.index_in(batch.schema());
+        let mut read = 0;
+        for row in 0..batch.len() {
+            let result = match index {
+                Some(i) => parse_event_time(&batch.column(i).get(row), self.config.format.as_ref()),
+                None => Err("no such field in the record".to_owned()),
+            };
+            let meta = &batch.rows()[row];
+            let t = self.outcome(result, meta.offset, meta.partition);
+            read += usize::from(t.is_some());
+            batch.rows_mut()[row].event_time = t;
+        }
+        read
+    }
+
+    /// The field's position in `schema`, resolved once per schema.
+    fn index_in(&mut self, schema: &Arc<Schema>) -> Option<usize> {
+        match &self.resolved {
+            Some((resolved, index)) if Arc::ptr_eq(resolved, schema) => *index,
+            _ => {
+                let index = schema.index_of(&self.config.field_name);
+                self.resolved = Some((schema.clone(), index));
+                index
             }
+        }
+    }
+
+    /// The event time, or `None` with the failure counted and logged.
+    fn outcome(
+        &mut self,
+        result: std::result::Result<DateTime<Utc>, String>,
+        offset: i64,
+        partition: i32,
+    ) -> Option<DateTime<Utc>> {
+        match result {
+            Ok(t) => Some(t),
             Err(reason) => {
-                record.event_time = None;
                 self.failures += 1;
                 metrics::counter!("velo_event_time_errors_total").increment(1);
                 if self.failures == 1 || self.failures.is_multiple_of(self.log_every) {
                     tracing::warn!(
                         field = %self.config.field_name,
-                        offset = record.offset,
-                        partition = record.partition,
+                        offset,
+                        partition,
                         failures = self.failures,
                         "Failed to extract event_time: {reason}"
                     );
                 }
-                false
+                None
             }
         }
     }
@@ -457,5 +487,37 @@ mod tests {
                 .to_string(),
             "event time field `ts`: no such field in the record"
         );
+    }
+
+    #[test]
+    fn batches_get_the_same_event_times_as_records() {
+        let schema = Arc::new(Schema::new(vec![
+            FieldDefinition::optional("ts", DataType::Timestamp),
+            FieldDefinition::optional("text", DataType::String),
+        ]));
+        let records: Vec<StreamRecord> = [
+            (Some("2024-01-15T10:30:00Z"), "2024-01-15T10:30:00Z"),
+            (None, "nope"),
+            (Some("2024-02-01T00:00:00.5Z"), "2024-02-01T00:00:00.5Z"),
+        ]
+        .into_iter()
+        .map(|(t, text)| {
+            let t = t.map_or(FieldValue::Null, |t| FieldValue::Timestamp(ts(t)));
+            StreamRecord::new(schema.clone(), vec![t, text.into()]).unwrap()
+        })
+        .collect();
+        for field in ["ts", "text"] {
+            let config = EventTimeConfig::new(field, None);
+            let mut by_record = EventTimeExtractor::new(config.clone(), 1);
+            let mut by_batch = EventTimeExtractor::new(config, 1);
+            let mut expected = records.clone();
+            for r in &mut expected {
+                by_record.apply(r);
+            }
+            let mut batch = ColumnBatch::from_records(records.clone()).remove(0);
+            assert_eq!(by_batch.apply_to_batch(&mut batch), 2, "{field}");
+            assert_eq!(batch.into_records(), expected, "{field}");
+            assert_eq!(by_batch.failures(), 1, "{field}");
+        }
     }
 }

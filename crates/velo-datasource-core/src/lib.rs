@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod checkpoint;
+pub mod columns;
 pub mod config;
 mod error;
 pub mod event_time;
@@ -21,6 +22,7 @@ pub use compact_str::{self, CompactString};
 pub use inventory;
 
 pub use checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore, MemoryCheckpointStore};
+pub use columns::ColumnBatch;
 pub use config::{
     BadRecordPolicy, BatchConfig, ConnectorConfig, DataSourceUri, FileFormat, Properties,
     SinkConfig, SourceConfig,

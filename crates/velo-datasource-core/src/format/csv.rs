@@ -2,6 +2,7 @@
 //! ones by `csv-core` (quotes, escapes, embedded line breaks), typed cells by
 //! the schema, and writing through the `csv` crate's quoting rules.
 
+mod by_column;
 mod split;
 
 use std::fmt::Write as _;
@@ -10,7 +11,8 @@ use std::sync::Arc;
 use csv_core::{ReadRecordResult, ReaderBuilder};
 
 use self::split::{Split, Splitter};
-use super::{Decoder, Encoder, FormatOptions, Frame, Inferred};
+use super::{Decoder, Encoder, FormatOptions, Frame, Inferred, Span};
+use crate::columns::{Column, Columns};
 use crate::error::{Error, Result};
 use crate::infer::SchemaInferrer;
 use crate::record::StreamRecord;
@@ -125,6 +127,14 @@ pub struct CsvDecoder {
     splitter: Splitter,
     /// Cell ends of the plain line being decoded.
     ends: Vec<usize>,
+    conv: Converter,
+    /// The records of a `decode_columns` call, framed before they are typed.
+    framed: by_column::Framed,
+}
+
+/// Turns a record's cells into typed values.
+#[derive(Debug)]
+struct Converter {
     schema: Arc<Schema>,
     types: Vec<DataType>,
     nullable: Vec<bool>,
@@ -194,6 +204,110 @@ impl CsvDecoder {
             fields: FieldsBuf(Fields::new()),
             splitter: Splitter::new(options.delimiter, options.quote),
             ends: Vec::with_capacity(schema.len()),
+            conv: Converter::new(options, schema),
+            framed: by_column::Framed::default(),
+        }
+    }
+
+    /// Frames up to `max` records and hands each one to `record`: its cells,
+    /// where it starts in `input` when its cells are slices of it (`None`:
+    /// csv-core's unescaped copy), and its frame's `len` and `lines`.
+    ///
+    /// A record's cell ends are appended to `ends` (the cells' `ends` are
+    /// that tail); they are kept there when `record` returns `true`.
+    fn decode_with(
+        &mut self,
+        input: &[u8],
+        eof: bool,
+        max: usize,
+        ends: &mut Vec<usize>,
+        mut record: impl FnMut(&Converter, Cells<'_>, Option<usize>, usize, u64) -> bool,
+    ) -> usize {
+        let mut consumed = 0;
+        let mut produced = 0;
+        let mut frame_start = 0;
+        // Line breaks since `frame_start`.
+        let mut lines = 0;
+        while produced < max && consumed < input.len() {
+            let rest = &input[consumed..];
+            let mark = ends.len();
+            let keep = match self.splitter.split(rest, eof, ends) {
+                Split::Incomplete => {
+                    ends.truncate(mark);
+                    break;
+                }
+                Split::Line { len, content } => {
+                    let at = consumed;
+                    consumed += len;
+                    lines += u64::from(rest[..len].last() == Some(&b'\n'));
+                    let line = &rest[..content];
+                    // A blank line is no record; its bytes count with the next one.
+                    if is_blank(ends.len() - mark + 1, line) {
+                        ends.truncate(mark);
+                        continue;
+                    }
+                    ends.push(content);
+                    record(
+                        &self.conv,
+                        Cells {
+                            record: line,
+                            ends: &ends[mark..],
+                            gap: 1,
+                        },
+                        Some(at),
+                        consumed - frame_start,
+                        lines,
+                    )
+                }
+                Split::NeedsCsvCore => {
+                    ends.truncate(mark);
+                    // Each quoted record is read from a fresh state: the
+                    // lines between them never went through csv-core.
+                    self.rdr.reset();
+                    let Some((mut len, n)) = self.fields.0.read(&mut self.rdr, rest, eof) else {
+                        // An incomplete record: wait for more input.
+                        break;
+                    };
+                    // csv-core ends a record at its `\r`: the `\n` after it
+                    // belongs to the same line break, so to this record.
+                    if rest[..len].last() == Some(&b'\r') && rest.get(len) == Some(&b'\n') {
+                        len += 1;
+                    }
+                    let bytes = &rest[..len];
+                    consumed += len;
+                    lines += memchr::memchr_iter(b'\n', bytes).count() as u64;
+                    if is_blank(n, bytes) {
+                        continue;
+                    }
+                    let f = &self.fields.0;
+                    ends.extend_from_slice(&f.ends[..n]);
+                    record(
+                        &self.conv,
+                        Cells {
+                            record: &f.out[..f.ends[n - 1]],
+                            ends: &ends[mark..],
+                            gap: 0,
+                        },
+                        None,
+                        consumed - frame_start,
+                        lines,
+                    )
+                }
+            };
+            if !keep {
+                ends.truncate(mark);
+            }
+            frame_start = consumed;
+            lines = 0;
+            produced += 1;
+        }
+        consumed
+    }
+}
+
+impl Converter {
+    fn new(options: &FormatOptions, schema: Arc<Schema>) -> Self {
+        Converter {
             types: schema
                 .fields()
                 .iter()
@@ -238,6 +352,58 @@ impl CsvDecoder {
         }
     }
 
+    /// Appends the record's values to `columns` as one row; a bad record
+    /// adds nothing and gives its first bad cell's reason, as `convert` does.
+    fn push_row(&self, cells: Cells<'_>, columns: &mut Columns) -> std::result::Result<(), String> {
+        let n = cells.ends.len();
+        if n != self.types.len() {
+            return Err(format!("expected {} fields, found {n}", self.types.len()));
+        }
+        let record = std::str::from_utf8(cells.record).ok();
+        let row = columns.rows();
+        for i in 0..n {
+            if let Err(e) = self.push_cell(i, cells, record, columns.column_mut(i)) {
+                columns.truncate(row);
+                return Err(e);
+            }
+        }
+        columns.end_row();
+        Ok(())
+    }
+
+    /// Appends cell `i` to its column (`record` as in [`Self::value`]).
+    #[inline(always)]
+    fn push_cell(
+        &self,
+        i: usize,
+        cells: Cells<'_>,
+        record: Option<&str>,
+        column: &mut Column,
+    ) -> std::result::Result<(), String> {
+        let Some(cell) = self.text(i, cells, record)? else {
+            column.push_null();
+            return Ok(());
+        };
+        let ty = &self.types[i];
+        let pushed = match ty {
+            DataType::String | DataType::Any => {
+                column.push_str(cell);
+                return Ok(());
+            }
+            DataType::Integer => trim(cell).parse().ok().map(|v| column.push_integer(v)),
+            DataType::Float => parse_float(trim(cell)).map(|v| column.push_float(v)),
+            DataType::Boolean => parse_bool(trim(cell)).map(|v| column.push_boolean(v)),
+            DataType::Timestamp => {
+                parse_timestamp_with(cell, &self.dates[i]).map(|v| column.push_timestamp(v))
+            }
+            _ => None,
+        };
+        if pushed.is_none() {
+            column.push(self.parse_other(i, cell)?);
+        }
+        Ok(())
+    }
+
     /// The value of cell `i` (`record` is the record as text, if it is valid UTF-8).
     #[inline(always)]
     fn value(
@@ -246,27 +412,12 @@ impl CsvDecoder {
         cells: Cells<'_>,
         record: Option<&str>,
     ) -> std::result::Result<FieldValue, String> {
-        let name = || &self.schema.fields()[i].name;
-        let range = cells.range(i);
-        let cell = match record.and_then(|r| r.get(range.clone())) {
-            Some(cell) => cell,
-            None => std::str::from_utf8(&cells.record[range])
-                .map_err(|e| format!("column `{}`: invalid UTF-8 ({e})", name()))?,
+        let Some(cell) = self.text(i, cells, record)? else {
+            return Ok(FieldValue::Null);
         };
-        if self.nulls.matches(cell) {
-            return if self.nullable[i] {
-                Ok(FieldValue::Null)
-            } else {
-                Err(format!(
-                    "column `{}`: null in a non-nullable column",
-                    name()
-                ))
-            };
-        }
         // The common cell types are parsed here; a cell that does not parse
-        // goes to `parse_text` for its error.
-        let ty = &self.types[i];
-        let parsed = match ty {
+        // goes to `parse_other` for its error.
+        let parsed = match &self.types[i] {
             DataType::String | DataType::Any => return Ok(FieldValue::String(cell.into())),
             DataType::Integer => trim(cell).parse().ok().map(FieldValue::Integer),
             DataType::Float => parse_float(trim(cell)).map(FieldValue::Float),
@@ -278,81 +429,84 @@ impl CsvDecoder {
         };
         match parsed {
             Some(v) => Ok(v),
-            None => {
-                FieldValue::parse_text(cell, ty).map_err(|e| format!("column `{}`: {e}", name()))
-            }
+            None => self.parse_other(i, cell),
         }
+    }
+
+    /// Cell `i` as text, or `None` for an accepted null token.
+    #[inline(always)]
+    fn text<'a>(
+        &self,
+        i: usize,
+        cells: Cells<'a>,
+        record: Option<&'a str>,
+    ) -> std::result::Result<Option<&'a str>, String> {
+        let range = cells.range(i);
+        let cell = match record.and_then(|r| r.get(range.clone())) {
+            Some(cell) => cell,
+            None => std::str::from_utf8(&cells.record[range])
+                .map_err(|e| format!("column `{}`: invalid UTF-8 ({e})", self.name(i)))?,
+        };
+        if !self.nulls.matches(cell) {
+            Ok(Some(cell))
+        } else if self.nullable[i] {
+            Ok(None)
+        } else {
+            Err(format!(
+                "column `{}`: null in a non-nullable column",
+                self.name(i)
+            ))
+        }
+    }
+
+    /// A cell of the less common types, or why a cell is not of its column's type.
+    #[cold]
+    fn parse_other(&self, i: usize, cell: &str) -> std::result::Result<FieldValue, String> {
+        FieldValue::parse_text(cell, &self.types[i])
+            .map_err(|e| format!("column `{}`: {e}", self.name(i)))
+    }
+
+    fn name(&self, i: usize) -> &str {
+        &self.schema.fields()[i].name
     }
 }
 
 impl Decoder for CsvDecoder {
     fn decode(&mut self, input: &[u8], eof: bool, max: usize, out: &mut Vec<Frame>) -> usize {
-        let mut consumed = 0;
-        let mut produced = 0;
-        let mut frame_start = 0;
-        // Line breaks since `frame_start`.
-        let mut lines = 0;
-        while produced < max && consumed < input.len() {
-            let rest = &input[consumed..];
-            let result = match self.splitter.split(rest, eof, &mut self.ends) {
-                Split::Incomplete => break,
-                Split::Line { len, content } => {
-                    consumed += len;
-                    lines += u64::from(rest[..len].last() == Some(&b'\n'));
-                    let line = &rest[..content];
-                    // A blank line is no record; its bytes count with the next one.
-                    if is_blank(self.ends.len() + 1, line) {
-                        continue;
-                    }
-                    self.ends.push(content);
-                    self.convert(Cells {
-                        record: line,
-                        ends: &self.ends,
-                        gap: 1,
-                    })
-                }
-                Split::NeedsCsvCore => {
-                    // Each quoted record is read from a fresh state: the
-                    // lines between them never went through csv-core.
-                    self.rdr.reset();
-                    let Some((mut len, n)) = self.fields.0.read(&mut self.rdr, rest, eof) else {
-                        // An incomplete record: wait for more input.
-                        break;
-                    };
-                    // csv-core ends a record at its `\r`: the `\n` after it
-                    // belongs to the same line break, so to this record.
-                    if rest[..len].last() == Some(&b'\r') && rest.get(len) == Some(&b'\n') {
-                        len += 1;
-                    }
-                    let bytes = &rest[..len];
-                    consumed += len;
-                    lines += memchr::memchr_iter(b'\n', bytes).count() as u64;
-                    if is_blank(n, bytes) {
-                        continue;
-                    }
-                    let f = &self.fields.0;
-                    self.convert(Cells {
-                        record: &f.out[..f.ends[n - 1]],
-                        ends: &f.ends[..n],
-                        gap: 0,
-                    })
-                }
-            };
-            out.push(Frame {
-                len: consumed - frame_start,
-                lines,
-                result,
-                schema: self.schema.clone(),
+        let mut ends = std::mem::take(&mut self.ends);
+        ends.clear();
+        let consumed =
+            self.decode_with(input, eof, max, &mut ends, |conv, cells, _, len, lines| {
+                out.push(Frame {
+                    len,
+                    lines,
+                    result: conv.convert(cells),
+                    schema: conv.schema.clone(),
+                });
+                false
             });
-            frame_start = consumed;
-            lines = 0;
-            produced += 1;
-        }
+        self.ends = ends;
         consumed
     }
 
+    fn decode_columns(
+        &mut self,
+        input: &[u8],
+        eof: bool,
+        max: usize,
+        out: &mut Vec<Span>,
+        columns: &mut Columns,
+    ) -> Option<usize> {
+        if !Arc::ptr_eq(columns.schema(), &self.conv.schema)
+            && **columns.schema() != *self.conv.schema
+        {
+            return None;
+        }
+        Some(self.decode_into_columns(input, eof, max, out, columns))
+    }
+
     fn schema(&self) -> Arc<Schema> {
-        self.schema.clone()
+        self.conv.schema.clone()
     }
 }
 
@@ -670,6 +824,67 @@ mod tests {
         rows
     }
 
+    /// Every record of `data` (no header) decoded by `decode` and by
+    /// `decode_columns`, `max` records per call: the frames must be the
+    /// same, and the columns must hold the good records' values in order.
+    fn assert_columns_agree_with_rows(options: &FormatOptions, data: &[u8], max: usize) {
+        let schema = options.schema.clone().unwrap();
+        let mut rows_dec = CsvDecoder::new(options, schema.clone());
+        let mut cols_dec = CsvDecoder::new(options, schema.clone());
+        let (mut rows, mut framed) = (Vec::new(), Vec::new());
+        let mut columns = Columns::new(schema.clone());
+        let (mut at_rows, mut at_cols) = (0, 0);
+        while at_rows < data.len() {
+            at_rows += rows_dec.decode(&data[at_rows..], true, max, &mut rows);
+            let used = cols_dec
+                .decode_columns(&data[at_cols..], true, max, &mut framed, &mut columns)
+                .unwrap();
+            at_cols += used;
+            assert_eq!(at_rows, at_cols);
+        }
+        let span = |f: &Frame| Span {
+            len: f.len,
+            lines: f.lines,
+            error: f.result.as_ref().err().cloned(),
+        };
+        assert_eq!(rows.iter().map(span).collect::<Vec<_>>(), framed);
+        let good: Vec<Vec<FieldValue>> = rows.into_iter().filter_map(|f| f.result.ok()).collect();
+        assert_eq!(columns.rows(), good.len());
+        let meta = crate::columns::RowMeta {
+            offset: 0,
+            partition: 0,
+            timestamp: chrono::DateTime::UNIX_EPOCH,
+            event_time: None,
+        };
+        let batch = crate::columns::ColumnBatch::new(columns, vec![meta; good.len()]).unwrap();
+        for (i, values) in good.iter().enumerate() {
+            assert_eq!(batch.record(i).values(), &values[..], "row {i}");
+        }
+    }
+
+    #[test]
+    fn columns_hold_what_rows_hold() {
+        let mut o = opts();
+        o.schema = Some(Arc::new(
+            crate::format::parse_schema_spec(
+                "i:int?,f:float?,b:bool?,t:timestamp?,s:string?,d:date?,n:decimal?,a:any?,r:int",
+            )
+            .unwrap(),
+        ));
+        let data: &[u8] = b"1,1.5,true,2024-01-15T10:30:00Z,plain,2024-01-15,1.25,x,9\n\
+                    NA, 2.5 ,false,,\"quoted, \"\"text\"\"\",,,,8\n\
+                    \n\
+                    x,1,true,2024-01-15T10:30:00Z,bad int,2024-01-15,1,y,7\n\
+                    3,1,maybe,2024-01-15T10:30:00Z,bad bool,2024-01-15,1,y,6\n\
+                    4,1,true,2024-01-15T10:30:00Z,no r,2024-01-15,1,y,\n\
+                    5,1,true,2024-01-15T10:30:00Z,short row\n\
+                    6,\xff,true,2024-01-15T10:30:00Z,bad utf8,2024-01-15,1,y,5\n\
+                    7,3,false,2024-01-16 00:00:01,\xc3\xa9t\xc3\xa9,2024-02-01,-0.5,\"z\",4";
+        for max in [1, 2, 3, 1000] {
+            assert_columns_agree_with_rows(&o, data, max);
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn fast_path_agrees_with_csv_core(
@@ -701,6 +916,7 @@ mod tests {
             o.null_tokens = Vec::new();
             o.schema = Some(Arc::new(crate::format::parse_schema_spec("c0:string?,c1:string?,c2:string?").unwrap()));
             let (inferred, frames) = decode_all_with(&o, data, chunk);
+            assert_columns_agree_with_rows(&o, &data[inferred.header_len..], chunk);
             let expected = csv_core_rows(&data[inferred.header_len..]);
             proptest::prop_assert_eq!(frames.len(), expected.len());
             for (frame, cells) in frames.iter().zip(&expected) {

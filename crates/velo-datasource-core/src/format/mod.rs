@@ -54,6 +54,18 @@ pub struct Frame {
     pub schema: Arc<Schema>,
 }
 
+/// Where one record found by [`Decoder::decode_columns`] is, and whether it
+/// is good: a [`Frame`] whose values went to columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    /// As [`Frame::len`].
+    pub len: usize,
+    /// As [`Frame::lines`].
+    pub lines: u64,
+    /// Why the record is bad; `None` when its values were appended.
+    pub error: Option<String>,
+}
+
 /// A push-style record decoder. See the module docs.
 pub trait Decoder: Send + std::fmt::Debug {
     /// Decodes up to `max` complete records from the start of `input` into
@@ -61,6 +73,25 @@ pub trait Decoder: Send + std::fmt::Debug {
     /// plus any blank lines or closing bytes after the last one. With `eof`,
     /// input that ends without a terminator is a complete last record.
     fn decode(&mut self, input: &[u8], eof: bool, max: usize, out: &mut Vec<Frame>) -> usize;
+
+    /// Like [`decode`](Self::decode), but each good record's values are
+    /// appended to `columns` as one row, and each record is reported by a
+    /// [`Span`] instead of a frame; a bad record adds nothing to `columns`.
+    ///
+    /// `None`, with nothing read, when `columns` does not follow
+    /// [`schema`](Self::schema) or the decoder cannot decode into columns
+    /// (JSON, whose schema can widen from one record to the next).
+    fn decode_columns(
+        &mut self,
+        input: &[u8],
+        eof: bool,
+        max: usize,
+        out: &mut Vec<Span>,
+        columns: &mut crate::columns::Columns,
+    ) -> Option<usize> {
+        let _ = (input, eof, max, out, columns);
+        None
+    }
 
     /// The current schema.
     fn schema(&self) -> Arc<Schema>;

@@ -51,10 +51,9 @@ impl Splitter {
     }
 
     /// Looks at the line at the start of `input` (not empty). For a
-    /// [`Split::Line`], `delimiters` holds the position of each delimiter in
-    /// it, in order; otherwise its contents are meaningless.
+    /// [`Split::Line`], the position of each delimiter in it is appended to
+    /// `delimiters`, in order; otherwise what was appended is meaningless.
     pub(super) fn split(&self, input: &[u8], eof: bool, delimiters: &mut Vec<usize>) -> Split {
-        delimiters.clear();
         let stop = self.first_special(input, delimiters);
         match stop.map(|at| (at, input[at])) {
             None if eof => Split::Line {

@@ -1,0 +1,669 @@
+//! [`ColumnBatch`]: records of one schema stored column by column.
+//!
+//! A [`StreamRecord`] owns a vector of [`FieldValue`]s, so a batch of them is
+//! one allocation per record and a 32-byte tagged value per cell. Readers that
+//! know their schema up front (CSV) can instead append each cell to its
+//! column: integers to a `Vec<i64>`, text to one string buffer per column.
+//! That is a handful of allocations per batch, and a record costs little more
+//! than its parsing. [`DataReader::read_columns`](crate::DataReader::read_columns)
+//! returns batches of this kind; every reader has it, natively or by
+//! converting its records.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use velo_datasource_core::columns::{ColumnBatch, ColumnData};
+//! use velo_datasource_core::{DataType, FieldDefinition, FieldValue, Schema, StreamRecord};
+//!
+//! let schema = Arc::new(Schema::new(vec![
+//!     FieldDefinition::new("id", DataType::Integer, false),
+//!     FieldDefinition::new("name", DataType::String, true),
+//! ]));
+//! let records = vec![
+//!     StreamRecord::new(schema.clone(), vec![1.into(), "a".into()]).unwrap(),
+//!     StreamRecord::new(schema.clone(), vec![2.into(), FieldValue::Null]).unwrap(),
+//! ];
+//! let batches = ColumnBatch::from_records(records.clone());
+//! let batch = &batches[0];
+//! assert_eq!(batch.len(), 2);
+//! match batch.column(0).data() {
+//!     ColumnData::Integer(ids) => assert_eq!(ids, &[1, 2]),
+//!     other => panic!("{other:?}"),
+//! }
+//! assert!(batch.column(1).is_null(1));
+//! assert_eq!(batch.clone().into_records(), records);
+//! ```
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::{Error, Result};
+use crate::record::{Headers, StreamRecord};
+use crate::schema::{DataType, Schema};
+use crate::value::FieldValue;
+
+/// The values of one column, stored by type.
+///
+/// A null row of a typed column holds a placeholder (`0`, `false`, the Unix
+/// epoch, empty text); [`Column::is_null`] tells it apart.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnData {
+    /// A `BOOLEAN` column.
+    Boolean(Vec<bool>),
+    /// An `INTEGER` column.
+    Integer(Vec<i64>),
+    /// A `FLOAT` column.
+    Float(Vec<f64>),
+    /// A `TIMESTAMP` column.
+    Timestamp(Vec<DateTime<Utc>>),
+    /// A `STRING` column.
+    Text(TextColumn),
+    /// Any other type, or a column whose values did not all have its type:
+    /// the values themselves (nulls as [`FieldValue::Null`]).
+    Values(Vec<FieldValue>),
+}
+
+/// Text values end to end in one buffer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TextColumn {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl TextColumn {
+    /// Row `i`'s text.
+    pub fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Every row's text, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    #[inline]
+    fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len());
+    }
+
+    fn truncate(&mut self, rows: usize) {
+        if rows < self.ends.len() {
+            self.text
+                .truncate(if rows == 0 { 0 } else { self.ends[rows - 1] });
+            self.ends.truncate(rows);
+        }
+    }
+}
+
+/// One column: its values and which rows are null.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    data: ColumnData,
+    /// `None` until the first null of a typed column.
+    nulls: Option<Vec<bool>>,
+}
+
+impl Column {
+    /// An empty column for values of `data_type`.
+    pub fn new(data_type: &DataType) -> Self {
+        let data = match data_type {
+            DataType::Boolean => ColumnData::Boolean(Vec::new()),
+            DataType::Integer => ColumnData::Integer(Vec::new()),
+            DataType::Float => ColumnData::Float(Vec::new()),
+            DataType::Timestamp => ColumnData::Timestamp(Vec::new()),
+            DataType::String => ColumnData::Text(TextColumn::default()),
+            _ => ColumnData::Values(Vec::new()),
+        };
+        Column { data, nulls: None }
+    }
+
+    /// The values.
+    pub fn data(&self) -> &ColumnData {
+        &self.data
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        match &self.data {
+            ColumnData::Boolean(v) => v.len(),
+            ColumnData::Integer(v) => v.len(),
+            ColumnData::Float(v) => v.len(),
+            ColumnData::Timestamp(v) => v.len(),
+            ColumnData::Text(t) => t.len(),
+            ColumnData::Values(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether row `i` is null.
+    pub fn is_null(&self, i: usize) -> bool {
+        match &self.data {
+            ColumnData::Values(v) => v[i].is_null(),
+            _ => self.nulls.as_ref().is_some_and(|n| n[i]),
+        }
+    }
+
+    /// Row `i`'s value.
+    pub fn get(&self, i: usize) -> FieldValue {
+        if self.is_null(i) {
+            return FieldValue::Null;
+        }
+        match &self.data {
+            ColumnData::Boolean(v) => FieldValue::Boolean(v[i]),
+            ColumnData::Integer(v) => FieldValue::Integer(v[i]),
+            ColumnData::Float(v) => FieldValue::Float(v[i]),
+            ColumnData::Timestamp(v) => FieldValue::Timestamp(v[i]),
+            ColumnData::Text(t) => FieldValue::String(t.get(i).into()),
+            ColumnData::Values(v) => v[i].clone(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn push_integer(&mut self, v: i64) {
+        match &mut self.data {
+            ColumnData::Integer(values) => {
+                values.push(v);
+                self.not_null();
+            }
+            _ => self.push(FieldValue::Integer(v)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn push_float(&mut self, v: f64) {
+        match &mut self.data {
+            ColumnData::Float(values) => {
+                values.push(v);
+                self.not_null();
+            }
+            _ => self.push(FieldValue::Float(v)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn push_boolean(&mut self, v: bool) {
+        match &mut self.data {
+            ColumnData::Boolean(values) => {
+                values.push(v);
+                self.not_null();
+            }
+            _ => self.push(FieldValue::Boolean(v)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn push_timestamp(&mut self, v: DateTime<Utc>) {
+        match &mut self.data {
+            ColumnData::Timestamp(values) => {
+                values.push(v);
+                self.not_null();
+            }
+            _ => self.push(FieldValue::Timestamp(v)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn push_str(&mut self, v: &str) {
+        match &mut self.data {
+            ColumnData::Text(t) => {
+                t.push(v);
+                self.not_null();
+            }
+            _ => self.push(FieldValue::String(v.into())),
+        }
+    }
+
+    /// Marks the row just pushed as not null (only once a null was seen).
+    #[inline]
+    fn not_null(&mut self) {
+        if let Some(n) = &mut self.nulls {
+            n.push(false);
+        }
+    }
+
+    /// Appends a null.
+    pub fn push_null(&mut self) {
+        let len = self.len();
+        match &mut self.data {
+            ColumnData::Values(v) => {
+                v.push(FieldValue::Null);
+                return;
+            }
+            ColumnData::Boolean(v) => v.push(false),
+            ColumnData::Integer(v) => v.push(0),
+            ColumnData::Float(v) => v.push(0.0),
+            ColumnData::Timestamp(v) => v.push(DateTime::UNIX_EPOCH),
+            ColumnData::Text(t) => t.push(""),
+        }
+        self.nulls
+            .get_or_insert_with(|| vec![false; len])
+            .push(true);
+    }
+
+    /// Appends `value`. A value that is not of the column's type turns the
+    /// column into [`ColumnData::Values`], so nothing is lost or coerced.
+    pub fn push(&mut self, value: FieldValue) {
+        match (&mut self.data, value) {
+            (_, FieldValue::Null) => self.push_null(),
+            (ColumnData::Boolean(v), FieldValue::Boolean(b)) => {
+                v.push(b);
+                self.not_null();
+            }
+            (ColumnData::Integer(v), FieldValue::Integer(i)) => {
+                v.push(i);
+                self.not_null();
+            }
+            (ColumnData::Float(v), FieldValue::Float(f)) => {
+                v.push(f);
+                self.not_null();
+            }
+            (ColumnData::Timestamp(v), FieldValue::Timestamp(t)) => {
+                v.push(t);
+                self.not_null();
+            }
+            (ColumnData::Text(t), FieldValue::String(s)) => {
+                t.push(&s);
+                self.not_null();
+            }
+            (ColumnData::Values(v), value) => v.push(value),
+            (_, value) => {
+                let mut values: Vec<FieldValue> = (0..self.len()).map(|i| self.get(i)).collect();
+                values.push(value);
+                self.data = ColumnData::Values(values);
+                self.nulls = None;
+            }
+        }
+    }
+
+    /// Keeps the first `rows` rows.
+    pub fn truncate(&mut self, rows: usize) {
+        match &mut self.data {
+            ColumnData::Boolean(v) => v.truncate(rows),
+            ColumnData::Integer(v) => v.truncate(rows),
+            ColumnData::Float(v) => v.truncate(rows),
+            ColumnData::Timestamp(v) => v.truncate(rows),
+            ColumnData::Text(t) => t.truncate(rows),
+            ColumnData::Values(v) => v.truncate(rows),
+        }
+        if let Some(n) = &mut self.nulls {
+            n.truncate(rows);
+        }
+    }
+}
+
+/// The columns of a batch being built, one per field of its schema.
+///
+/// Decoders append a record's values with [`Columns::push_row`] (or cell by
+/// cell, then [`Columns::end_row`]); a record that turns out bad is taken
+/// back with [`Columns::truncate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Columns {
+    schema: Arc<Schema>,
+    columns: Vec<Column>,
+    rows: usize,
+}
+
+impl Columns {
+    /// Empty columns for `schema`.
+    pub fn new(schema: Arc<Schema>) -> Self {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| Column::new(&f.data_type))
+            .collect();
+        Columns {
+            schema,
+            columns,
+            rows: 0,
+        }
+    }
+
+    /// The schema the columns follow.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// The number of complete rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Appends one row of values in schema order.
+    pub fn push_row(&mut self, values: Vec<FieldValue>) -> Result<()> {
+        if values.len() != self.columns.len() {
+            return Err(Error::Schema(format!(
+                "row has {} values but the schema has {} fields",
+                values.len(),
+                self.columns.len()
+            )));
+        }
+        for (column, value) in self.columns.iter_mut().zip(values) {
+            column.push(value);
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Column `i`, for appending one cell of the row being built.
+    #[inline]
+    pub(crate) fn column_mut(&mut self, i: usize) -> &mut Column {
+        &mut self.columns[i]
+    }
+
+    /// Counts the row whose cells were just appended to every column.
+    #[inline]
+    pub(crate) fn end_row(&mut self) {
+        self.end_rows(1);
+    }
+
+    /// Counts `n` rows whose cells were just appended to every column.
+    pub(crate) fn end_rows(&mut self, n: usize) {
+        self.rows += n;
+        debug_assert!(self.columns.iter().all(|c| c.len() == self.rows));
+    }
+
+    /// Keeps the first `rows` complete rows, dropping any partial one.
+    pub fn truncate(&mut self, rows: usize) {
+        for c in &mut self.columns {
+            c.truncate(rows);
+        }
+        self.rows = self.rows.min(rows);
+    }
+}
+
+/// What a record carries besides its values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowMeta {
+    /// Position within its partition: Kafka offset, file line number, row number.
+    pub offset: i64,
+    /// Partition (Kafka) or `0` for single-stream sources.
+    pub partition: i32,
+    /// When the record was read (processing time).
+    pub timestamp: DateTime<Utc>,
+    /// When the event happened, from the source's `event.time.*` config.
+    pub event_time: Option<DateTime<Utc>>,
+}
+
+/// Records of one schema, column by column. See the module docs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnBatch {
+    columns: Columns,
+    rows: Vec<RowMeta>,
+    /// Empty when no record of the batch has a key; otherwise one per row.
+    keys: Vec<Option<Vec<u8>>>,
+    /// Empty when no record of the batch has headers; otherwise one per row.
+    headers: Vec<Headers>,
+}
+
+impl ColumnBatch {
+    /// A batch of `columns` with one `rows` entry per row.
+    pub fn new(columns: Columns, rows: Vec<RowMeta>) -> Result<Self> {
+        if columns.rows() != rows.len() {
+            return Err(Error::Schema(format!(
+                "{} rows of values but {} rows of metadata",
+                columns.rows(),
+                rows.len()
+            )));
+        }
+        Ok(ColumnBatch {
+            columns,
+            rows,
+            keys: Vec::new(),
+            headers: Vec::new(),
+        })
+    }
+
+    /// `records` as batches, one per run of records with the same schema
+    /// (usually one). Keys, headers and times are kept.
+    pub fn from_records(records: impl IntoIterator<Item = StreamRecord>) -> Vec<ColumnBatch> {
+        let mut batches: Vec<ColumnBatch> = Vec::new();
+        for record in records {
+            let same = batches.last().is_some_and(|b| {
+                Arc::ptr_eq(b.schema(), record.schema()) || **b.schema() == **record.schema()
+            });
+            if !same {
+                batches.push(ColumnBatch {
+                    columns: Columns::new(record.schema().clone()),
+                    rows: Vec::new(),
+                    keys: Vec::new(),
+                    headers: Vec::new(),
+                });
+            }
+            let batch = batches.last_mut().expect("pushed above");
+            batch.push_record(record);
+        }
+        batches
+    }
+
+    fn push_record(&mut self, mut record: StreamRecord) {
+        let row = self.rows.len();
+        if record.key.is_some() || !self.keys.is_empty() {
+            self.keys.resize(row, None);
+            self.keys.push(record.key.take());
+        }
+        if !record.headers.is_empty() || !self.headers.is_empty() {
+            self.headers.resize(row, Headers::new());
+            self.headers.push(std::mem::take(&mut record.headers));
+        }
+        self.rows.push(RowMeta {
+            offset: record.offset,
+            partition: record.partition,
+            timestamp: record.timestamp,
+            event_time: record.event_time,
+        });
+        let (_, values) = record.into_parts();
+        for (column, value) in self.columns.columns.iter_mut().zip(values) {
+            column.push(value);
+        }
+        self.columns.rows += 1;
+    }
+
+    /// The schema of every row.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.columns.schema
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Column `i`, in schema order.
+    pub fn column(&self, i: usize) -> &Column {
+        &self.columns.columns[i]
+    }
+
+    /// The column of the field called `name`.
+    pub fn column_by_name(&self, name: &str) -> Option<&Column> {
+        self.schema().index_of(name).map(|i| self.column(i))
+    }
+
+    /// Every row's offset, partition and times.
+    pub fn rows(&self) -> &[RowMeta] {
+        &self.rows
+    }
+
+    /// Every row's metadata, mutable (to set event times).
+    pub fn rows_mut(&mut self) -> &mut [RowMeta] {
+        &mut self.rows
+    }
+
+    /// Row `i`'s key.
+    pub fn key(&self, i: usize) -> Option<&[u8]> {
+        self.keys.get(i).and_then(|k| k.as_deref())
+    }
+
+    /// Row `i`'s headers.
+    pub fn headers(&self, i: usize) -> &[(String, Vec<u8>)] {
+        self.headers.get(i).map_or(&[], Vec::as_slice)
+    }
+
+    /// Row `i` as a record.
+    pub fn record(&self, i: usize) -> StreamRecord {
+        let values = self.columns.columns.iter().map(|c| c.get(i)).collect();
+        let meta = &self.rows[i];
+        let mut record = StreamRecord::from_parts_at(self.schema().clone(), values, meta.timestamp);
+        record.offset = meta.offset;
+        record.partition = meta.partition;
+        record.event_time = meta.event_time;
+        record.key = self.key(i).map(<[u8]>::to_vec);
+        record.headers = self.headers(i).to_vec();
+        record
+    }
+
+    /// Every row as a record, in order.
+    pub fn into_records(self) -> Vec<StreamRecord> {
+        (0..self.len()).map(|i| self.record(i)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::FieldDefinition;
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            FieldDefinition::new("i", DataType::Integer, true),
+            FieldDefinition::new("f", DataType::Float, true),
+            FieldDefinition::new("b", DataType::Boolean, true),
+            FieldDefinition::new("t", DataType::Timestamp, true),
+            FieldDefinition::new("s", DataType::String, true),
+            FieldDefinition::new("d", DataType::Date, true),
+        ]))
+    }
+
+    fn row(n: i64) -> Vec<FieldValue> {
+        vec![
+            n.into(),
+            (n as f64 / 2.0).into(),
+            (n % 2 == 0).into(),
+            FieldValue::Timestamp(DateTime::from_timestamp(n * 1000, 0).unwrap()),
+            format!("row {n}").into(),
+            FieldValue::Date(chrono::NaiveDate::from_ymd_opt(2024, 1, 1 + n as u32).unwrap()),
+        ]
+    }
+
+    #[test]
+    fn records_round_trip_with_nulls_keys_headers_and_a_type_change() {
+        let s = schema();
+        let mut records = Vec::new();
+        for n in 0..5 {
+            let mut values = row(n);
+            if n == 2 {
+                values = vec![FieldValue::Null; 6];
+            }
+            if n == 4 {
+                // Not the column's type: the column keeps it as it is.
+                values[0] = "four".into();
+            }
+            let mut r = StreamRecord::new(s.clone(), values).unwrap();
+            r.offset = 10 + n;
+            r.partition = 3;
+            r.event_time = DateTime::from_timestamp(n, 0);
+            if n == 3 {
+                r.key = Some(b"k".to_vec());
+                r.headers = vec![("h".into(), b"v".to_vec())];
+            }
+            records.push(r);
+        }
+        let batches = ColumnBatch::from_records(records.clone());
+        assert_eq!(batches.len(), 1);
+        let b = &batches[0];
+        assert!(matches!(b.column(0).data(), ColumnData::Values(_)));
+        assert!(matches!(b.column(1).data(), ColumnData::Float(_)));
+        assert!(matches!(b.column(4).data(), ColumnData::Text(_)));
+        assert!(b.column(1).is_null(2) && !b.column(1).is_null(3));
+        assert_eq!(b.key(3), Some(&b"k"[..]));
+        assert_eq!(b.key(4), None);
+        assert_eq!(b.headers(3).len(), 1);
+        assert_eq!(b.clone().into_records(), records);
+    }
+
+    #[test]
+    fn a_schema_change_starts_a_new_batch() {
+        let other = Arc::new(Schema::new(vec![FieldDefinition::new(
+            "x",
+            DataType::String,
+            false,
+        )]));
+        let records = vec![
+            StreamRecord::new(schema(), row(1)).unwrap(),
+            StreamRecord::new(other.clone(), vec!["x".into()]).unwrap(),
+            StreamRecord::new(other, vec!["y".into()]).unwrap(),
+        ];
+        let batches = ColumnBatch::from_records(records.clone());
+        assert_eq!(
+            batches.iter().map(ColumnBatch::len).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        let back: Vec<_> = batches
+            .into_iter()
+            .flat_map(ColumnBatch::into_records)
+            .collect();
+        assert_eq!(back, records);
+    }
+
+    #[test]
+    fn truncate_takes_back_a_partial_row() {
+        let mut c = Columns::new(schema());
+        c.push_row(row(1)).unwrap();
+        c.column_mut(0).push_integer(7);
+        c.column_mut(1).push_null();
+        c.column_mut(4).push_str("partial");
+        c.truncate(1);
+        assert_eq!(c.rows(), 1);
+        assert!(c.columns.iter().all(|col| col.len() == 1));
+        c.push_row(row(2)).unwrap();
+        let b = ColumnBatch::new(
+            c,
+            vec![
+                RowMeta {
+                    offset: 1,
+                    partition: 0,
+                    timestamp: DateTime::UNIX_EPOCH,
+                    event_time: None,
+                };
+                2
+            ],
+        )
+        .unwrap();
+        assert_eq!(b.record(1).values(), &row(2)[..]);
+        assert!(!b.column(1).is_null(1));
+        assert_eq!(b.column(4).get(1), FieldValue::from("row 2"));
+    }
+
+    #[test]
+    fn rows_and_metadata_must_agree() {
+        let mut c = Columns::new(schema());
+        c.push_row(row(1)).unwrap();
+        let err = ColumnBatch::new(c, Vec::new()).unwrap_err().to_string();
+        assert!(
+            err.contains("1 rows of values but 0 rows of metadata"),
+            "{err}"
+        );
+        let mut c = Columns::new(schema());
+        assert!(c.push_row(vec![FieldValue::Null]).is_err());
+    }
+}

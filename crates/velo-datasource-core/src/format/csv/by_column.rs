@@ -1,0 +1,186 @@
+//! CSV straight into columns, in two passes over a call's records: frame
+//! them all (cell boundaries only), then type one column at a time.
+//!
+//! Typing a column in one loop keeps its parser, its null rule and its
+//! column's buffer hot, and decides the cell's type once per column instead
+//! of once per cell (a record at a time, that indirect jump was the row
+//! converter's single most expensive instruction). Any record that the
+//! second pass cannot type (a bad cell, invalid UTF-8) sends the whole call
+//! back through the record-at-a-time converter, which finds and reports the
+//! bad records exactly as `decode` does; bad input is rare and gets the slow
+//! path.
+
+use super::{Cells, Converter, CsvDecoder, Span};
+use crate::columns::{Column, Columns};
+use crate::schema::DataType;
+use crate::value::{FieldValue, parse_bool, parse_float, parse_timestamp_with, trim};
+
+/// Records framed by the first pass.
+#[derive(Debug, Default)]
+pub(super) struct Framed {
+    rows: Vec<Row>,
+    /// Each row's cell ends, one per column, relative to the row's `base`.
+    ends: Vec<usize>,
+    /// csv-core's unescaped copies of quoted records.
+    copied: Vec<u8>,
+}
+
+/// Where one well-formed record's cells are.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    /// Start of the record in the input, or in `copied` when `quoted`.
+    base: usize,
+    quoted: bool,
+    /// Bytes between one cell's end and the next one's start.
+    gap: usize,
+    /// The record's span in the call's output.
+    frame: usize,
+}
+
+impl CsvDecoder {
+    /// `decode_columns`: see the module docs.
+    pub(super) fn decode_into_columns(
+        &mut self,
+        input: &[u8],
+        eof: bool,
+        max: usize,
+        out: &mut Vec<Span>,
+        columns: &mut Columns,
+    ) -> usize {
+        let width = self.conv.types.len();
+        let mut framed = std::mem::take(&mut self.framed);
+        framed.rows.clear();
+        framed.ends.clear();
+        framed.copied.clear();
+        let mut ends = std::mem::take(&mut framed.ends);
+        let consumed = self.decode_with(input, eof, max, &mut ends, |_, cells, at, len, lines| {
+            let n = cells.ends.len();
+            let this = out.len();
+            out.push(Span {
+                len,
+                lines,
+                error: None,
+            });
+            if n != width {
+                out[this].error = Some(format!("expected {width} fields, found {n}"));
+                return false;
+            }
+            let base = at.unwrap_or_else(|| {
+                framed.copied.extend_from_slice(cells.record);
+                framed.copied.len() - cells.record.len()
+            });
+            framed.rows.push(Row {
+                base,
+                quoted: at.is_none(),
+                gap: cells.gap,
+                frame: this,
+            });
+            true
+        });
+        framed.ends = ends;
+        let start = columns.rows();
+        let typed = match (
+            std::str::from_utf8(&input[..consumed]),
+            std::str::from_utf8(&framed.copied),
+        ) {
+            (Ok(text), Ok(copied)) => self.conv.type_columns(&framed, text, copied, columns),
+            _ => None,
+        };
+        if typed.is_none() {
+            columns.truncate(start);
+            for (r, row) in framed.rows.iter().enumerate() {
+                let ends = &framed.ends[r * width..(r + 1) * width];
+                let bytes = if row.quoted {
+                    &framed.copied[row.base..]
+                } else {
+                    &input[row.base..]
+                };
+                let cells = Cells {
+                    record: &bytes[..ends[width - 1]],
+                    ends,
+                    gap: row.gap,
+                };
+                if let Err(e) = self.conv.push_row(cells, columns) {
+                    out[row.frame].error = Some(e);
+                }
+            }
+        }
+        self.framed = framed;
+        consumed
+    }
+}
+
+impl Converter {
+    /// Appends every framed row to `columns`, a column at a time; `None`
+    /// (with columns partly filled) if any cell is bad. `text` is the
+    /// call's input and `copied` the quoted records' cells, both as text.
+    fn type_columns(
+        &self,
+        framed: &Framed,
+        text: &str,
+        copied: &str,
+        columns: &mut Columns,
+    ) -> Option<()> {
+        let width = self.types.len();
+        for i in 0..width {
+            let cells =
+                framed
+                    .rows
+                    .iter()
+                    .zip(framed.ends.chunks_exact(width))
+                    .map(|(row, ends)| {
+                        let from = if i == 0 { 0 } else { ends[i - 1] + row.gap };
+                        let source = if row.quoted { copied } else { text };
+                        source.get(row.base + from..row.base + ends[i])
+                    });
+            let column = columns.column_mut(i);
+            match &self.types[i] {
+                DataType::String | DataType::Any => self.fill(i, cells, column, |c, col| {
+                    col.push_str(c);
+                    Some(())
+                }),
+                DataType::Integer => self.fill(i, cells, column, |c, col| {
+                    trim(c).parse().ok().map(|v| col.push_integer(v))
+                }),
+                DataType::Float => self.fill(i, cells, column, |c, col| {
+                    parse_float(trim(c)).map(|v| col.push_float(v))
+                }),
+                DataType::Boolean => self.fill(i, cells, column, |c, col| {
+                    parse_bool(trim(c)).map(|v| col.push_boolean(v))
+                }),
+                DataType::Timestamp => self.fill(i, cells, column, |c, col| {
+                    parse_timestamp_with(c, &self.dates[i]).map(|v| col.push_timestamp(v))
+                }),
+                other => self.fill(i, cells, column, |c, col| {
+                    FieldValue::parse_text(c, other).ok().map(|v| col.push(v))
+                }),
+            }?;
+        }
+        columns.end_rows(framed.rows.len());
+        Some(())
+    }
+
+    /// Appends column `i`'s `cells` by `push`, nulls by the null rule;
+    /// `None` at the first cell that is not valid.
+    #[inline(always)]
+    fn fill<'a>(
+        &self,
+        i: usize,
+        cells: impl Iterator<Item = Option<&'a str>>,
+        column: &mut Column,
+        mut push: impl FnMut(&'a str, &mut Column) -> Option<()>,
+    ) -> Option<()> {
+        for c in cells {
+            let c = c?;
+            if self.nulls.matches(c) {
+                if !self.nullable[i] {
+                    return None;
+                }
+                column.push_null();
+            } else {
+                push(c, column)?;
+            }
+        }
+        Some(())
+    }
+}

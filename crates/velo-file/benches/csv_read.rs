@@ -3,7 +3,8 @@
 //! Typed records from the file source next to the baselines of the same file
 //! in the same run: raw `csv::ByteRecord` parsing (the floor: no values, no
 //! types) and a `HashMap<String, String>` per record (the guide's design).
-//! JSON Lines next to `serde_json::Value` per line. Throughput is in records;
+//! JSON Lines next to `serde_json::Value` per line. `velo_typed_columns` is
+//! the same CSV records through `read_columns`. Throughput is in records;
 //! the ratios are what `cargo xtask bench` reports. Reads use the default
 //! batch size of `velo` (1,000 records).
 
@@ -60,6 +61,26 @@ fn read_all(rt: &tokio::runtime::Runtime, uri: &str) -> usize {
     })
 }
 
+/// [`read_all`] through `read_columns`: the same records, column by column.
+fn read_all_columns(rt: &tokio::runtime::Runtime, uri: &str) -> usize {
+    rt.block_on(async {
+        let source = DataSourceRegistry::with_plugins()
+            .create_source(uri)
+            .await
+            .unwrap();
+        let mut reader = source.create_reader().await.unwrap();
+        let mut n = 0;
+        loop {
+            let batches = reader.read_columns(1000).await.unwrap();
+            n += batches.iter().map(|b| b.len()).sum::<usize>();
+            black_box(&batches);
+            if batches.is_empty() && !reader.has_more().await.unwrap() {
+                return n;
+            }
+        }
+    })
+}
+
 /// The codec alone on `bytes` in memory, 1,000 records per call: what the
 /// file reader adds is the rest.
 fn decode_in_memory(
@@ -85,6 +106,30 @@ fn decode_in_memory(
     })
 }
 
+/// [`decode_in_memory`] into columns, 1,000 records per call.
+fn decode_columns_in_memory(b: &mut criterion::Bencher<'_>, bytes: &[u8]) {
+    use velo_datasource_core::columns::Columns;
+    use velo_datasource_core::format::{self, FormatOptions};
+    let opts = FormatOptions::new(velo_datasource_core::FileFormat::Csv);
+    let inferred = format::infer(&opts, &bytes[..1 << 20], false).unwrap();
+    b.iter(|| {
+        let mut dec = format::decoder(&opts, &inferred, 0).unwrap();
+        let mut spans = Vec::with_capacity(1000);
+        let mut pos = inferred.header_len;
+        let mut n = 0;
+        while pos < bytes.len() {
+            spans.clear();
+            let mut columns = Columns::new(inferred.schema.clone());
+            pos += dec
+                .decode_columns(&bytes[pos..], true, 1000, &mut spans, &mut columns)
+                .unwrap();
+            n += columns.rows();
+            black_box(&columns);
+        }
+        assert_eq!(n, ROWS);
+    })
+}
+
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -102,9 +147,15 @@ fn benches(c: &mut Criterion) {
     g.bench_function("velo_typed_records", |b| {
         b.iter(|| assert_eq!(read_all(&rt, &csv_uri), ROWS))
     });
+    g.bench_function("velo_typed_columns", |b| {
+        b.iter(|| assert_eq!(read_all_columns(&rt, &csv_uri), ROWS))
+    });
     let bytes = std::fs::read(&csv_path).unwrap();
     g.bench_function("core_csv_decoder_only", |b| {
         decode_in_memory(b, &bytes, velo_datasource_core::FileFormat::Csv)
+    });
+    g.bench_function("core_csv_columns_only", |b| {
+        decode_columns_in_memory(b, &bytes)
     });
     g.bench_function("csv_byte_record", |b| {
         b.iter(|| {

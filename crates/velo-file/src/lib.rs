@@ -3,6 +3,8 @@
 mod dead_letter;
 pub mod fingerprint;
 mod options;
+mod output;
+mod read_ahead;
 mod reader;
 mod sink;
 mod tracked;

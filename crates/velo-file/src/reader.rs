@@ -7,19 +7,30 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use tokio::sync::Notify;
+use velo_datasource_core::format::Span;
 use velo_datasource_core::{
-    BadRecordPolicy, Checkpoint, CheckpointStore, DataReader, Error, EventTimeExtractor,
-    FileCheckpointStore, Lag, Result, SourceMetrics, SourceOffset, SourcePosition, StreamRecord,
-    async_trait,
+    BadRecordPolicy, Checkpoint, CheckpointStore, ColumnBatch, DataReader, Error,
+    EventTimeExtractor, FileCheckpointStore, Lag, Result, SourceMetrics, SourceOffset,
+    SourcePosition, StreamRecord, async_trait,
 };
 
 use crate::dead_letter::{DeadLetter, DeadLetterFile};
 use crate::fingerprint::Fingerprint;
 use crate::options::{FileSourceOptions, Mode};
+use crate::output::{ColumnsOut, Output, Records};
 use crate::tracked::{Located, Status, Tracked, open_file};
 use crate::watch::{ChangeWatcher, watch_root};
+
+/// How far [`State::fill_into`] got without file I/O.
+enum Fill {
+    /// The batch is complete.
+    Done,
+    /// File `i`'s read ahead is running: wait for it, then fill on.
+    Waiting(usize),
+    /// Going on needs file I/O: fill the rest on the blocking pool.
+    NeedsIo,
+}
 
 /// Everything the blocking part of the reader owns.
 #[derive(Debug)]
@@ -374,21 +385,29 @@ impl State {
         Ok(())
     }
 
-    /// Reads up to `max` records.
-    fn fill(&mut self, max: usize, scan: bool) -> Result<Vec<StreamRecord>> {
+    /// Reads up to `max` records into `out` (which may hold some already).
+    ///
+    /// Without `io`, only from bytes already read or read ahead, on the
+    /// caller's task: [`Fill::Waiting`] or [`Fill::NeedsIo`] say how the
+    /// caller goes on (see [`FileReader::read_with`]).
+    fn fill_into(
+        &mut self,
+        max: usize,
+        scan: bool,
+        out: &mut impl Output,
+        io: bool,
+    ) -> Result<Fill> {
         if let Some(e) = self.pending_error.take() {
             return Err(e);
+        }
+        if !io && (!self.scanned || scan || self.dead_letters.is_some()) {
+            return Ok(Fill::NeedsIo);
         }
         if !self.scanned || scan {
             self.scan()?;
         }
-        // The whole batch at once: growing a vector of records by doubling
-        // copies them and touches fresh pages at each step (perf showed it at
-        // a tenth of decoding with 100,000-record batches), while capacity
-        // that is never filled is never touched, so never resident.
-        let mut out = Vec::with_capacity(max.min(1 << 20));
-        let now = Utc::now();
         let mut located = Vec::new();
+        let mut spans = Vec::new();
         let mut i = 0;
         while out.len() < max && i < self.files.len() {
             if self.files[i].finished {
@@ -397,8 +416,12 @@ impl State {
             }
             let final_eof =
                 !self.opts.mode.is_streaming() || self.files[i].rotated || self.files[i].read_once;
-            located.clear();
-            match self.files[i].next_frames(max - out.len(), final_eof, &mut located)? {
+            let t = &mut self.files[i];
+            let room = max - out.len();
+            let columns = out.columns_for(&t.schema()).map(|c| (c, &mut spans));
+            let in_columns = match t.next_frames(room, final_eof, &mut located, columns, io)? {
+                Status::NeedsIo => return Ok(Fill::NeedsIo),
+                Status::Waiting => return Ok(Fill::Waiting(i)),
                 Status::Changed => {
                     self.handle_truncation(i)?;
                     continue;
@@ -416,17 +439,23 @@ impl State {
                     i += 1;
                     continue;
                 }
-                Status::Frames => {}
-            }
-            if let Some(stop) = self.hand_out(i, &mut located, now, &mut out)? {
+                Status::Frames { in_columns } => in_columns,
+            };
+            let stopped = if in_columns {
+                self.hand_out_spans(i, &mut spans, out)?
+            } else {
+                self.hand_out(i, &mut located, out)?
+            };
+            if let Some(stop) = stopped {
+                out.stop();
                 self.files[i].rewind_to(stop, &self.opts)?;
-                if out.is_empty() {
+                if out.len() == 0 {
                     return Err(self
                         .pending_error
                         .take()
                         .unwrap_or_else(|| Error::State("bad record without an error".into())));
                 }
-                return Ok(out);
+                return Ok(Fill::Done);
             }
             self.files[i].consume_all();
         }
@@ -436,69 +465,102 @@ impl State {
             .filter(|t| !t.finished)
             .map(Tracked::known_remaining)
             .sum();
-        Ok(out)
+        Ok(Fill::Done)
     }
 
-    /// Turns frames into records; returns the start of a bad record that stops the batch.
+    /// Hands frames' good records to `out`; returns the start of a bad record that stops the batch.
     fn hand_out(
         &mut self,
         i: usize,
         located: &mut Vec<Located>,
-        now: chrono::DateTime<Utc>,
-        out: &mut Vec<StreamRecord>,
+        out: &mut impl Output,
     ) -> Result<Option<(u64, u64)>> {
         for loc in located.drain(..) {
             match loc.frame.result {
                 Ok(values) => {
-                    let mut record = StreamRecord::from_parts_at(loc.frame.schema, values, now);
-                    record.offset = (loc.start.1 + 1) as i64;
-                    if let Some(et) = &mut self.event_time {
-                        et.apply(&mut record);
-                    }
-                    out.push(record);
+                    let values = Some((loc.frame.schema, values));
+                    out.accept(values, (loc.start.1 + 1) as i64, &mut self.event_time);
                 }
                 Err(message) => {
-                    let path = self.files[i].path.clone();
-                    self.bad_records += 1;
-                    metrics::counter!("velo_source_bad_records_total", "source" => "file")
-                        .increment(1);
-                    match self.opts.errors {
-                        BadRecordPolicy::Fail => {
-                            self.pending_error =
-                                Some(Error::decode(location(&path, loc.start), message));
-                            return Ok(Some(loc.start));
-                        }
-                        BadRecordPolicy::Skip => {
-                            if self.bad_records == 1
-                                || self.bad_records.is_multiple_of(self.opts.log_every)
-                            {
-                                tracing::warn!(
-                                    bad_records = self.bad_records,
-                                    "skipping bad record at {}: {message}",
-                                    location(&path, loc.start)
-                                );
-                            }
-                        }
-                        BadRecordPolicy::DeadLetter => {
-                            let raw = self.files[i].raw_bytes(loc.start.0, loc.end.0);
-                            let letter = DeadLetter {
-                                source: &path.display().to_string(),
-                                byte_offset: loc.start.0,
-                                line: loc.start.1 + 1,
-                                error: &message,
-                                raw: String::from_utf8_lossy(&raw)
-                                    .trim_end_matches(['\n', '\r'])
-                                    .to_owned(),
-                            };
-                            if let Some(d) = &mut self.dead_letters {
-                                d.write(&letter)?;
-                            }
-                        }
+                    if let Some(stop) = self.bad_record(i, loc.start, loc.end, &message)? {
+                        return Ok(Some(stop));
                     }
                 }
             }
             self.bytes_read += loc.end.0 - loc.start.0;
             self.files[i].advance_to(loc.end);
+        }
+        Ok(None)
+    }
+
+    /// [`hand_out`](Self::hand_out) for records whose values the decoder
+    /// appended to `out`'s columns; the first starts at file `i`'s position.
+    fn hand_out_spans(
+        &mut self,
+        i: usize,
+        spans: &mut Vec<Span>,
+        out: &mut impl Output,
+    ) -> Result<Option<(u64, u64)>> {
+        let mut pos = (self.files[i].offset, self.files[i].line);
+        for span in spans.drain(..) {
+            let start = pos;
+            pos = (pos.0 + span.len as u64, pos.1 + span.lines);
+            match span.error {
+                None => out.accept(None, (start.1 + 1) as i64, &mut self.event_time),
+                Some(message) => {
+                    if let Some(stop) = self.bad_record(i, start, pos, &message)? {
+                        self.files[i].advance_to(start);
+                        return Ok(Some(stop));
+                    }
+                }
+            }
+            self.bytes_read += span.len as u64;
+        }
+        self.files[i].advance_to(pos);
+        Ok(None)
+    }
+
+    /// Applies the bad-record policy to the record of file `i` in
+    /// `[start, end)`; returns `start` when the batch must stop there.
+    fn bad_record(
+        &mut self,
+        i: usize,
+        start: (u64, u64),
+        end: (u64, u64),
+        message: &str,
+    ) -> Result<Option<(u64, u64)>> {
+        let path = self.files[i].path.clone();
+        self.bad_records += 1;
+        metrics::counter!("velo_source_bad_records_total", "source" => "file").increment(1);
+        match self.opts.errors {
+            BadRecordPolicy::Fail => {
+                self.pending_error = Some(Error::decode(location(&path, start), message));
+                return Ok(Some(start));
+            }
+            BadRecordPolicy::Skip => {
+                if self.bad_records == 1 || self.bad_records.is_multiple_of(self.opts.log_every) {
+                    tracing::warn!(
+                        bad_records = self.bad_records,
+                        "skipping bad record at {}: {message}",
+                        location(&path, start)
+                    );
+                }
+            }
+            BadRecordPolicy::DeadLetter => {
+                let raw = self.files[i].raw_bytes(start.0, end.0);
+                let letter = DeadLetter {
+                    source: &path.display().to_string(),
+                    byte_offset: start.0,
+                    line: start.1 + 1,
+                    error: message,
+                    raw: String::from_utf8_lossy(&raw)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned(),
+                };
+                if let Some(d) = &mut self.dead_letters {
+                    d.write(&letter)?;
+                }
+            }
         }
         Ok(None)
     }
@@ -647,6 +709,74 @@ impl FileReader {
         result
     }
 
+    /// One batch into a `new` output (records or columns), waiting up to
+    /// the read timeout in the streaming modes; positions and metrics are
+    /// kept the same way for both.
+    async fn read_with<O: Output + Send + 'static>(
+        &mut self,
+        max_size: usize,
+        new: fn(usize) -> O,
+    ) -> Result<O> {
+        let max = max_size.max(1);
+        let deadline = Instant::now() + self.opts.read_timeout;
+        let streaming = self.opts.mode.is_streaming();
+        loop {
+            let started = Instant::now();
+            let scan =
+                streaming && (self.woken || self.last_scan.elapsed() >= self.opts.poll_interval);
+            if scan {
+                self.woken = false;
+                self.last_scan = Instant::now();
+            }
+            let bytes_before = self.state()?.bytes_read;
+            let mut batch = new(max);
+            loop {
+                match self.state()?.fill_into(max, scan, &mut batch, false)? {
+                    Fill::Done => break,
+                    Fill::Waiting(i) => self.state()?.files[i].wait_ahead().await,
+                    Fill::NeedsIo => {
+                        batch = self
+                            .run_blocking(move |s| {
+                                s.fill_into(max, scan, &mut batch, true)?;
+                                Ok(batch)
+                            })
+                            .await?;
+                        break;
+                    }
+                }
+            }
+            let n = batch.len();
+            if n > 0 || !streaming {
+                let bytes = self.state()?.bytes_read - bytes_before;
+                self.metrics.record_batch(n, bytes, started.elapsed());
+                let lag = self.state()?.lag_bytes;
+                self.metrics.set_lag("0", Lag::Bytes(lag));
+                self.uncommitted += n as u64;
+                if n > 0 {
+                    if self.unacknowledged.len() == UNACKNOWLEDGED_BATCHES {
+                        self.unacknowledged.pop_front();
+                    }
+                    let position = self.state()?.position();
+                    self.unacknowledged.push_back((position, n as u64));
+                }
+                return Ok(batch);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(batch);
+            }
+            let wait = self
+                .opts
+                .poll_interval
+                .min(deadline - now)
+                .max(Duration::from_millis(1));
+            tokio::select! {
+                _ = self.changed.notified() => self.woken = true,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
     /// Counts `records` up to `position` as delivered and saves this
     /// source's own checkpoint when one is due.
     async fn acknowledge(
@@ -715,50 +845,12 @@ impl DataReader for FileReader {
     }
 
     async fn read_batch(&mut self, max_size: usize) -> Result<Vec<StreamRecord>> {
-        let max = max_size.max(1);
-        let deadline = Instant::now() + self.opts.read_timeout;
-        let streaming = self.opts.mode.is_streaming();
-        loop {
-            let started = Instant::now();
-            let scan =
-                streaming && (self.woken || self.last_scan.elapsed() >= self.opts.poll_interval);
-            if scan {
-                self.woken = false;
-                self.last_scan = Instant::now();
-            }
-            let bytes_before = self.state()?.bytes_read;
-            let records = self.run_blocking(move |s| s.fill(max, scan)).await?;
-            if !records.is_empty() || !streaming {
-                let bytes = self.state()?.bytes_read - bytes_before;
-                self.metrics
-                    .record_batch(records.len(), bytes, started.elapsed());
-                let lag = self.state()?.lag_bytes;
-                self.metrics.set_lag("0", Lag::Bytes(lag));
-                self.uncommitted += records.len() as u64;
-                if !records.is_empty() {
-                    if self.unacknowledged.len() == UNACKNOWLEDGED_BATCHES {
-                        self.unacknowledged.pop_front();
-                    }
-                    let position = self.state()?.position();
-                    self.unacknowledged
-                        .push_back((position, records.len() as u64));
-                }
-                return Ok(records);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(records);
-            }
-            let wait = self
-                .opts
-                .poll_interval
-                .min(deadline - now)
-                .max(Duration::from_millis(1));
-            tokio::select! {
-                _ = self.changed.notified() => self.woken = true,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
+        Ok(self.read_with(max_size, Records::new).await?.records)
+    }
+
+    async fn read_columns(&mut self, max_size: usize) -> Result<Vec<ColumnBatch>> {
+        let out = self.read_with(max_size, |_| ColumnsOut::new()).await?;
+        Ok(out.finish(&mut self.state()?.event_time))
     }
 
     async fn commit(&mut self) -> Result<()> {

@@ -3,14 +3,17 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use velo_datasource_core::columns::Columns;
 use velo_datasource_core::format::compression::Compression;
 use velo_datasource_core::format::records::RecordFileReader;
-use velo_datasource_core::format::{self, Decoder, Frame, Inferred};
+use velo_datasource_core::format::{self, Decoder, Frame, Inferred, Span};
 use velo_datasource_core::{Error, Result};
 
 use crate::fingerprint::Fingerprint;
 use crate::options::FileSourceOptions;
+use crate::read_ahead::{ReadAhead, read_at};
 
 /// Bytes read from a file at a time.
 const CHUNK: usize = 256 * 1024;
@@ -37,13 +40,18 @@ pub(crate) struct Located {
 /// What reading a file found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Status {
-    /// Frames were produced (maybe fewer than asked).
-    Frames,
+    /// Frames were produced (maybe fewer than asked); with `in_columns`,
+    /// their good records' values are in the columns given, not the frames.
+    Frames { in_columns: bool },
     /// Nothing more for now: the end of what exists has been reached.
     AtEnd,
     /// The file shrank or its first bytes changed (copytruncate, rewrite):
     /// nothing was read from it; it must be handled before reading again.
     Changed,
+    /// Going on needs file I/O, which the caller did not allow.
+    NeedsIo,
+    /// Going on needs the read ahead, which is still running.
+    Waiting,
 }
 
 pub(crate) struct Tracked {
@@ -75,6 +83,10 @@ pub(crate) struct Tracked {
     pub(crate) rotated: bool,
     /// Nothing more will come from this file.
     pub(crate) finished: bool,
+    /// A second handle on a plain file, for reads ahead.
+    shared: Option<Arc<File>>,
+    /// The bytes after `read_pos`, being read.
+    ahead: Option<ReadAhead>,
 }
 
 impl std::fmt::Debug for Tracked {
@@ -187,6 +199,8 @@ impl Tracked {
             recheck: false,
             rotated: false,
             finished: false,
+            shared: None,
+            ahead: None,
         })
     }
 
@@ -225,6 +239,8 @@ impl Tracked {
             recheck: false,
             rotated: false,
             finished: false,
+            shared: None,
+            ahead: None,
         })
     }
 
@@ -244,13 +260,23 @@ impl Tracked {
     /// The caller hands out the frames' records in order and then calls
     /// [`consume_all`](Self::consume_all), or stops at one and calls
     /// [`rewind_to`](Self::rewind_to) with its start.
+    ///
+    /// With `columns`, a decoder that can appends good records' values to
+    /// them and reports each record by a [`Span`] (see
+    /// [`Decoder::decode_columns`]) instead of a frame; the first span
+    /// starts at the position of the next record to hand out.
     pub(crate) fn next_frames(
         &mut self,
         max: usize,
         final_eof: bool,
         out: &mut Vec<Located>,
+        mut columns: Option<(&mut Columns, &mut Vec<Span>)>,
+        io: bool,
     ) -> Result<Status> {
         debug_assert_eq!(self.decoded, self.offset, "frames were left unconsumed");
+        if !io && matches!(self.input, Input::Records(_)) {
+            return Ok(Status::NeedsIo);
+        }
         if let Input::Records(records) = &mut self.input {
             return next_records(
                 records.as_mut(),
@@ -260,7 +286,7 @@ impl Tracked {
                 out,
             );
         }
-        let mut frames = Vec::with_capacity(max.min(4096));
+        let mut frames = Vec::new();
         loop {
             let start = (self.decoded - self.buf_base) as usize;
             let eof = final_eof && self.input_eof;
@@ -269,24 +295,38 @@ impl Tracked {
                 .decoder
                 .as_mut()
                 .ok_or_else(|| Error::State("a byte format without a decoder".into()))?;
-            let used = decoder.decode(avail, eof, max, &mut frames);
-            let produced = !frames.is_empty();
             let mut pos = (self.decoded, self.decoded_line);
-            for frame in frames.drain(..) {
-                let begin = pos;
-                pos = (pos.0 + frame.len as u64, pos.1 + frame.lines);
-                out.push(Located {
-                    frame,
-                    start: begin,
-                    end: pos,
-                });
-            }
+            let (used, in_columns, produced) = match columns.as_mut().and_then(|(c, spans)| {
+                Some((decoder.decode_columns(avail, eof, max, spans, c)?, spans))
+            }) {
+                Some((used, spans)) => {
+                    for span in spans.iter() {
+                        pos = (pos.0 + span.len as u64, pos.1 + span.lines);
+                    }
+                    (used, true, !spans.is_empty())
+                }
+                None => {
+                    frames.reserve(max.min(4096));
+                    let used = decoder.decode(avail, eof, max, &mut frames);
+                    let produced = !frames.is_empty();
+                    for frame in frames.drain(..) {
+                        let begin = pos;
+                        pos = (pos.0 + frame.len as u64, pos.1 + frame.lines);
+                        out.push(Located {
+                            frame,
+                            start: begin,
+                            end: pos,
+                        });
+                    }
+                    (used, false, produced)
+                }
+            };
             // Bytes after the last frame: blank lines, a closing bracket.
             let after = (pos.0 - self.decoded) as usize;
             self.decoded_line = pos.1 + count_lines(&avail[after..used]);
             self.decoded += used as u64;
             if produced {
-                return Ok(Status::Frames);
+                return Ok(Status::Frames { in_columns });
             }
             if used > 0 {
                 self.consume_all();
@@ -296,14 +336,79 @@ impl Tracked {
                 self.compact();
                 return Ok(Status::AtEnd);
             }
+            if !io {
+                if self.recheck {
+                    return Ok(Status::NeedsIo);
+                }
+                match self.take_ahead() {
+                    Some(true) => continue,
+                    Some(false) => return Ok(Status::Waiting),
+                    None => return Ok(Status::NeedsIo),
+                }
+            }
             if self.recheck {
                 self.recheck = false;
                 if self.changed_under_us()? {
+                    self.ahead = None;
                     return Ok(Status::Changed);
                 }
             }
-            self.read_more()?;
+            if self.take_ahead() != Some(true) {
+                self.read_more()?;
+            }
         }
+    }
+
+    /// Appends the read ahead's bytes if it is done (`Some(true)`); `Some(false)`
+    /// while it runs; `None` when there is none to use (none started, a
+    /// stale one, or a failed one, whose error a plain read will meet).
+    fn take_ahead(&mut self) -> Option<bool> {
+        let ahead = self.ahead.as_mut()?;
+        if ahead.pos() != self.read_pos {
+            self.ahead = None;
+            return None;
+        }
+        let Some(result) = ahead.try_take() else {
+            return Some(false);
+        };
+        self.ahead = None;
+        let bytes = result.ok()?;
+        self.compact();
+        self.buf.extend_from_slice(&bytes);
+        self.advance_read(bytes.len());
+        self.start_ahead();
+        Some(true)
+    }
+
+    /// Waits for the read ahead (after [`Status::Waiting`]).
+    pub(crate) async fn wait_ahead(&mut self) {
+        if let Some(ahead) = &mut self.ahead {
+            ahead.wait().await;
+        }
+    }
+
+    /// Starts reading the bytes after `read_pos` of a plain file in the
+    /// background, unless its end was reached or a read is running.
+    fn start_ahead(&mut self) {
+        let Input::Plain(f) = &self.input else {
+            return;
+        };
+        if self.input_eof || self.ahead.is_some() {
+            return;
+        }
+        if self.shared.is_none() {
+            self.shared = f.try_clone().ok().map(Arc::new);
+        }
+        if let Some(file) = &self.shared {
+            self.ahead = ReadAhead::start(file.clone(), self.read_pos, CHUNK);
+        }
+    }
+
+    /// Counts `n` bytes just appended to `buf`; none means the input ended.
+    fn advance_read(&mut self, n: usize) {
+        self.read_pos += n as u64;
+        self.known_len = self.known_len.max(self.read_pos);
+        self.input_eof = n == 0;
     }
 
     /// Whether the open file shrank below what was read or no longer starts
@@ -367,8 +472,10 @@ impl Tracked {
         self.compact();
         let len = self.buf.len();
         self.buf.resize(len + CHUNK, 0);
+        // The running read ahead (if any) is dropped: its bytes are read here.
+        self.ahead = None;
         let n = match &mut self.input {
-            Input::Plain(f) => f.read(&mut self.buf[len..]),
+            Input::Plain(f) => read_at(f, &mut self.buf[len..], self.read_pos),
             Input::Compressed(r) => r.read(&mut self.buf[len..]),
             Input::Records(_) => Ok(0),
         };
@@ -380,9 +487,8 @@ impl Tracked {
             }
         };
         self.buf.truncate(len + n);
-        self.read_pos += n as u64;
-        self.known_len = self.known_len.max(self.read_pos);
-        self.input_eof = n == 0;
+        self.advance_read(n);
+        self.start_ahead();
         Ok(())
     }
 
@@ -505,7 +611,7 @@ fn next_records(
             end: (0, *read),
         });
     }
-    Ok(Status::Frames)
+    Ok(Status::Frames { in_columns: false })
 }
 
 fn count_lines(bytes: &[u8]) -> u64 {

@@ -20,7 +20,7 @@ mod kafka;
 mod pg;
 mod s3;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct Measure {
     name: String,
     /// Seconds of each repetition.
@@ -221,6 +221,24 @@ fn velo_read_all(rt: &tokio::runtime::Runtime, uri: &str) -> f64 {
             let batch = reader.read_batch(1000).await.expect("read");
             n += batch.len();
             if batch.is_empty() && !reader.has_more().await.expect("has_more") {
+                break;
+            }
+        }
+        n as f64
+    })
+}
+
+/// [`velo_read_all`] through `read_columns`: the same records as columns.
+fn velo_read_all_columns(rt: &tokio::runtime::Runtime, uri: &str) -> f64 {
+    rt.block_on(async {
+        let registry = DataSourceRegistry::with_plugins();
+        let source = registry.create_source(uri).await.expect("source");
+        let mut reader = source.create_reader().await.expect("reader");
+        let mut n = 0usize;
+        loop {
+            let batches = reader.read_columns(1000).await.expect("read");
+            n += batches.iter().map(|b| b.len()).sum::<usize>();
+            if batches.is_empty() && !reader.has_more().await.expect("has_more") {
                 break;
             }
         }
@@ -457,11 +475,16 @@ fn file_workloads(
             n as f64
         }),
     );
+    let columns = measure_rss(
+        "velo file source (typed columns)",
+        "records",
+        time(reps, || velo_read_all_columns(rt, &uri)),
+    );
     let ratio_hm = ours.rate() / hashmap.rate();
     comparisons.push(compare(
         "CSV → typed records",
         ours,
-        Some(raw),
+        Some(raw.clone()),
         "≥ 0.5× raw ByteRecord",
         Some(0.5),
         "",
@@ -474,10 +497,32 @@ fn file_workloads(
     comparisons.push(compare(
         "CSV → typed records vs guide's HashMap reader",
         ours_again,
-        Some(hashmap),
+        Some(hashmap.clone()),
         "≥ 5× HashMap reader",
         Some(5.0),
         &format!("first pass ratio {ratio_hm:.2}"),
+    ));
+    // The same file through `read_columns`, against the same two baselines.
+    let columns_again = measure_rss(
+        "velo file source (typed columns)",
+        "records",
+        time(reps, || velo_read_all_columns(rt, &uri)),
+    );
+    comparisons.push(compare(
+        "CSV → typed columns (`read_columns`)",
+        columns,
+        Some(raw),
+        "≥ 0.5× raw ByteRecord",
+        Some(0.5),
+        "",
+    ));
+    comparisons.push(compare(
+        "CSV → typed columns vs guide's HashMap reader",
+        columns_again,
+        Some(hashmap),
+        "≥ 5× HashMap reader",
+        Some(5.0),
+        "",
     ));
 
     // JSON Lines: records vs serde_json::Value per line.

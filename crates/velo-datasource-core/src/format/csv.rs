@@ -885,6 +885,42 @@ mod tests {
         }
     }
 
+    /// Calls of many typing blocks: clean, with a quoted row in a later
+    /// block, and with a bad cell in a later block (the whole call is then
+    /// typed record by record).
+    #[test]
+    fn columns_over_many_blocks() {
+        let mut o = opts();
+        o.schema = Some(Arc::new(
+            crate::format::parse_schema_spec("i:int,s:string?,t:timestamp").unwrap(),
+        ));
+        let row = |i: usize| format!("{i},s{i},2024-01-15T10:30:{:02}Z\n", i % 60);
+        let clean: String = (0..300).map(row).collect();
+        let quoted: String = (0..300)
+            .map(|i| {
+                if i == 200 {
+                    "200,\"a,\"\"b\"\"\",2024-01-15T10:30:00Z\n".to_owned()
+                } else {
+                    row(i)
+                }
+            })
+            .collect();
+        let bad: String = (0..300)
+            .map(|i| {
+                if i == 250 {
+                    "x,s,2024-01-15T10:30:00Z\n".to_owned()
+                } else {
+                    row(i)
+                }
+            })
+            .collect();
+        for data in [clean, quoted, bad] {
+            for max in [1000, 100, 7] {
+                assert_columns_agree_with_rows(&o, data.as_bytes(), max);
+            }
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn fast_path_agrees_with_csv_core(

@@ -15,6 +15,14 @@ use crate::columns::{Column, Columns};
 use crate::schema::DataType;
 use crate::value::{FieldValue, parse_bool, parse_float, parse_timestamp_with, trim};
 
+/// Rows typed a column at a time before the next rows, so that their
+/// input and cell ends stay in the L1 cache for all their columns. Typing
+/// 100,000 rows of 65 bytes in calls of 1,000, cachegrind counted 19.2
+/// L1 read misses per row a whole call at a time, 6.2 in blocks of 64
+/// (7.5 in blocks of 128; 19.0 in blocks of 256, which already overflow
+/// the 32 KB cache), for the same instruction count.
+const BLOCK: usize = 64;
+
 /// Records framed by the first pass.
 #[derive(Debug, Default)]
 pub(super) struct Framed {
@@ -111,9 +119,10 @@ impl CsvDecoder {
 }
 
 impl Converter {
-    /// Appends every framed row to `columns`, a column at a time; `None`
-    /// (with columns partly filled) if any cell is bad. `text` is the
-    /// call's input and `copied` the quoted records' cells, both as text.
+    /// Appends every framed row to `columns`, a column at a time in blocks
+    /// of [`BLOCK`] rows; `None` (with columns partly filled) if any cell is
+    /// bad. `text` is the call's input and `copied` the quoted records'
+    /// cells, both as text.
     fn type_columns(
         &self,
         framed: &Framed,
@@ -122,17 +131,36 @@ impl Converter {
         columns: &mut Columns,
     ) -> Option<()> {
         let width = self.types.len();
+        let blocks = framed
+            .rows
+            .chunks(BLOCK)
+            .zip(framed.ends.chunks(BLOCK * width));
+        for (rows, ends) in blocks {
+            self.type_block(rows, ends, text, copied, columns)?;
+            columns.end_rows(rows.len());
+        }
+        Some(())
+    }
+
+    /// [`type_columns`](Self::type_columns) for one block of rows.
+    fn type_block(
+        &self,
+        rows: &[Row],
+        ends: &[usize],
+        text: &str,
+        copied: &str,
+        columns: &mut Columns,
+    ) -> Option<()> {
+        let width = self.types.len();
         for i in 0..width {
-            let cells =
-                framed
-                    .rows
-                    .iter()
-                    .zip(framed.ends.chunks_exact(width))
-                    .map(|(row, ends)| {
-                        let from = if i == 0 { 0 } else { ends[i - 1] + row.gap };
-                        let source = if row.quoted { copied } else { text };
-                        source.get(row.base + from..row.base + ends[i])
-                    });
+            let cells = rows
+                .iter()
+                .zip(ends.chunks_exact(width))
+                .map(|(row, ends)| {
+                    let from = if i == 0 { 0 } else { ends[i - 1] + row.gap };
+                    let source = if row.quoted { copied } else { text };
+                    source.get(row.base + from..row.base + ends[i])
+                });
             let column = columns.column_mut(i);
             match &self.types[i] {
                 DataType::String | DataType::Any => self.fill(i, cells, column, |c, col| {
@@ -156,7 +184,6 @@ impl Converter {
                 }),
             }?;
         }
-        columns.end_rows(framed.rows.len());
         Some(())
     }
 

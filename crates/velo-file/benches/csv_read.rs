@@ -42,7 +42,9 @@ fn write_jsonl(path: &Path) {
     }
 }
 
-fn read_all(rt: &tokio::runtime::Runtime, uri: &str) -> usize {
+/// Reads the whole file, 1,000 records per call, as records or (with
+/// `columns`) through `read_columns`; returns the number of records.
+fn read_all(rt: &tokio::runtime::Runtime, uri: &str, columns: bool) -> usize {
     rt.block_on(async {
         let source = DataSourceRegistry::with_plugins()
             .create_source(uri)
@@ -51,30 +53,17 @@ fn read_all(rt: &tokio::runtime::Runtime, uri: &str) -> usize {
         let mut reader = source.create_reader().await.unwrap();
         let mut n = 0;
         loop {
-            let batch = reader.read_batch(1000).await.unwrap();
-            n += batch.len();
-            black_box(&batch);
-            if batch.is_empty() && !reader.has_more().await.unwrap() {
-                return n;
-            }
-        }
-    })
-}
-
-/// [`read_all`] through `read_columns`: the same records, column by column.
-fn read_all_columns(rt: &tokio::runtime::Runtime, uri: &str) -> usize {
-    rt.block_on(async {
-        let source = DataSourceRegistry::with_plugins()
-            .create_source(uri)
-            .await
-            .unwrap();
-        let mut reader = source.create_reader().await.unwrap();
-        let mut n = 0;
-        loop {
-            let batches = reader.read_columns(1000).await.unwrap();
-            n += batches.iter().map(|b| b.len()).sum::<usize>();
-            black_box(&batches);
-            if batches.is_empty() && !reader.has_more().await.unwrap() {
+            let got = if columns {
+                let batches = reader.read_columns(1000).await.unwrap();
+                black_box(&batches);
+                batches.iter().map(|b| b.len()).sum::<usize>()
+            } else {
+                let batch = reader.read_batch(1000).await.unwrap();
+                black_box(&batch);
+                batch.len()
+            };
+            n += got;
+            if got == 0 && !reader.has_more().await.unwrap() {
                 return n;
             }
         }
@@ -145,10 +134,10 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(ROWS as u64))
         .sample_size(10);
     g.bench_function("velo_typed_records", |b| {
-        b.iter(|| assert_eq!(read_all(&rt, &csv_uri), ROWS))
+        b.iter(|| assert_eq!(read_all(&rt, &csv_uri, false), ROWS))
     });
     g.bench_function("velo_typed_columns", |b| {
-        b.iter(|| assert_eq!(read_all_columns(&rt, &csv_uri), ROWS))
+        b.iter(|| assert_eq!(read_all(&rt, &csv_uri, true), ROWS))
     });
     let bytes = std::fs::read(&csv_path).unwrap();
     g.bench_function("core_csv_decoder_only", |b| {
@@ -196,7 +185,7 @@ fn benches(c: &mut Criterion) {
     g.throughput(Throughput::Elements(ROWS as u64))
         .sample_size(10);
     g.bench_function("velo_typed_records", |b| {
-        b.iter(|| assert_eq!(read_all(&rt, &jsonl_uri), ROWS))
+        b.iter(|| assert_eq!(read_all(&rt, &jsonl_uri, false), ROWS))
     });
     let bytes = std::fs::read(&jsonl_path).unwrap();
     g.bench_function("core_jsonl_decoder_only", |b| {

@@ -170,16 +170,7 @@ async fn a_bad_record_ends_the_column_batch_in_its_place() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_after_column_batches_delivers_the_rest_once() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("n.csv");
-    let body: String = std::iter::once("n\n".to_owned())
-        .chain((0..5000).map(|i| format!("{i}\n")))
-        .collect();
-    std::fs::write(&path, body).unwrap();
-    let cp = dir.path().join("cp");
-    let u = uri(
-        &path,
-        &format!("checkpoint_dir={}&checkpoint_interval=1", cp.display()),
-    );
+    let u = numbered_csv_checkpointed(dir.path(), 5000);
     let mut first = source(&u).await.unwrap().create_reader().await.unwrap();
     let mut got: Vec<StreamRecord> = Vec::new();
     for size in [1200, 1300] {

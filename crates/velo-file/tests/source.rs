@@ -77,21 +77,6 @@ async fn jsonl_and_json_array_and_compressed() {
     }
 }
 
-/// The URI of a CSV file in `dir` with one column `n` = 0..`rows`, read
-/// with the source's own checkpoint after every commit.
-fn numbered_csv_checkpointed(dir: &std::path::Path, rows: usize) -> String {
-    let path = dir.join("n.csv");
-    let body: String = std::iter::once("n\n".to_owned())
-        .chain((0..rows).map(|i| format!("{i}\n")))
-        .collect();
-    std::fs::write(&path, body).unwrap();
-    let cp = dir.join("cp");
-    uri(
-        &path,
-        &format!("checkpoint_dir={}&checkpoint_interval=1", cp.display()),
-    )
-}
-
 #[tokio::test]
 async fn restart_from_own_checkpoint_delivers_the_rest_once() {
     let dir = tempfile::tempdir().unwrap();

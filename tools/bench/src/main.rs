@@ -211,34 +211,23 @@ fn write_trades_jsonl(path: &Path, rows: usize) {
     }
 }
 
-fn velo_read_all(rt: &tokio::runtime::Runtime, uri: &str) -> f64 {
+/// Reads the whole source, 1,000 records per call, as records or (with
+/// `columns`) through `read_columns`; returns the number of records.
+fn velo_read_all(rt: &tokio::runtime::Runtime, uri: &str, columns: bool) -> f64 {
     rt.block_on(async {
         let registry = DataSourceRegistry::with_plugins();
         let source = registry.create_source(uri).await.expect("source");
         let mut reader = source.create_reader().await.expect("reader");
         let mut n = 0usize;
         loop {
-            let batch = reader.read_batch(1000).await.expect("read");
-            n += batch.len();
-            if batch.is_empty() && !reader.has_more().await.expect("has_more") {
-                break;
-            }
-        }
-        n as f64
-    })
-}
-
-/// [`velo_read_all`] through `read_columns`: the same records as columns.
-fn velo_read_all_columns(rt: &tokio::runtime::Runtime, uri: &str) -> f64 {
-    rt.block_on(async {
-        let registry = DataSourceRegistry::with_plugins();
-        let source = registry.create_source(uri).await.expect("source");
-        let mut reader = source.create_reader().await.expect("reader");
-        let mut n = 0usize;
-        loop {
-            let batches = reader.read_columns(1000).await.expect("read");
-            n += batches.iter().map(|b| b.len()).sum::<usize>();
-            if batches.is_empty() && !reader.has_more().await.expect("has_more") {
+            let got = if columns {
+                let batches = reader.read_columns(1000).await.expect("read");
+                batches.iter().map(|b| b.len()).sum::<usize>()
+            } else {
+                reader.read_batch(1000).await.expect("read").len()
+            };
+            n += got;
+            if got == 0 && !reader.has_more().await.expect("has_more") {
                 break;
             }
         }
@@ -440,7 +429,7 @@ fn file_workloads(
     let ours = measure_rss(
         "velo file source (typed)",
         "records",
-        time(reps, || velo_read_all(rt, &uri)),
+        time(reps, || velo_read_all(rt, &uri, false)),
     );
     let raw = measure_rss(
         "csv::ByteRecord",
@@ -478,7 +467,7 @@ fn file_workloads(
     let columns = measure_rss(
         "velo file source (typed columns)",
         "records",
-        time(reps, || velo_read_all_columns(rt, &uri)),
+        time(reps, || velo_read_all(rt, &uri, true)),
     );
     let ratio_hm = ours.rate() / hashmap.rate();
     comparisons.push(compare(
@@ -492,7 +481,7 @@ fn file_workloads(
     let ours_again = measure_rss(
         "velo file source (typed)",
         "records",
-        time(reps, || velo_read_all(rt, &uri)),
+        time(reps, || velo_read_all(rt, &uri, false)),
     );
     comparisons.push(compare(
         "CSV → typed records vs guide's HashMap reader",
@@ -506,7 +495,7 @@ fn file_workloads(
     let columns_again = measure_rss(
         "velo file source (typed columns)",
         "records",
-        time(reps, || velo_read_all_columns(rt, &uri)),
+        time(reps, || velo_read_all(rt, &uri, true)),
     );
     comparisons.push(compare(
         "CSV → typed columns (`read_columns`)",
@@ -533,7 +522,7 @@ fn file_workloads(
     let ours = measure_rss(
         "velo file source (typed)",
         "records",
-        time(reps, || velo_read_all(rt, &uri)),
+        time(reps, || velo_read_all(rt, &uri, false)),
     );
     let base = measure_rss(
         "serde_json::Value per line",

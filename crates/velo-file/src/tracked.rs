@@ -376,7 +376,9 @@ impl Tracked {
         self.compact();
         self.buf.extend_from_slice(&bytes);
         self.advance_read(bytes.len());
-        self.start_ahead();
+        if bytes.len() == CHUNK {
+            self.start_ahead();
+        }
         Some(true)
     }
 
@@ -388,7 +390,9 @@ impl Tracked {
     }
 
     /// Starts reading the bytes after `read_pos` of a plain file in the
-    /// background, unless its end was reached or a read is running.
+    /// background, unless its end was reached or a read is running. Called
+    /// after a full chunk only: a shorter read found the end of the file as
+    /// it is, and a tailed file is then checked before it is read again.
     fn start_ahead(&mut self) {
         let Input::Plain(f) = &self.input else {
             return;
@@ -488,7 +492,9 @@ impl Tracked {
         };
         self.buf.truncate(len + n);
         self.advance_read(n);
-        self.start_ahead();
+        if n == CHUNK {
+            self.start_ahead();
+        }
         Ok(())
     }
 

@@ -221,3 +221,39 @@ async fn a_long_file_is_read_whole_across_read_ahead_chunks() {
     got.extend(read_all(second.as_mut()).await.unwrap());
     assert_eq!(ints(&got, "n"), (0..rows as i64).collect::<Vec<_>>());
 }
+
+/// Dead letters under `read_columns`: the bad rows go to the letter file
+/// with their place, the good ones to the columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_with_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.csv");
+    std::fs::write(&path, "id,v\n1,a\nx,b\n3,c\n4,d,extra\n5,e\n").unwrap();
+    let dlq = dir.path().join("dlq.jsonl");
+    let u = uri(
+        &path,
+        &format!(
+            "schema=id:integer,v:string&errors=dead_letter&errors.dead_letter={}",
+            dlq.display()
+        ),
+    );
+    let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
+    let batches = read_all_columns(r.as_mut(), &[2]).await;
+    r.commit().await.unwrap();
+    let records: Vec<StreamRecord> = batches
+        .into_iter()
+        .flat_map(ColumnBatch::into_records)
+        .collect();
+    assert_eq!(ints(&records, "id"), [1, 3, 5]);
+    assert_eq!(records[1].offset, 4, "line number of the record");
+    let letters: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[0]["raw"], "x,b");
+    assert_eq!(letters[0]["line"], 3);
+    assert_eq!(letters[0]["byte_offset"], 9);
+    assert_eq!(letters[1]["raw"], "4,d,extra");
+}

@@ -29,7 +29,7 @@ pub struct Fingerprint {
 
 impl Fingerprint {
     /// Fingerprints an open file over up to `window` bytes, keeping its position.
-    pub fn of(file: &mut File, window: u64) -> std::io::Result<Self> {
+    pub fn of(file: &File, window: u64) -> std::io::Result<Self> {
         let (dev, ino) = dev_ino(file)?;
         let (covered, crc) = checksum(file, window)?;
         Ok(Fingerprint {
@@ -41,7 +41,7 @@ impl Fingerprint {
     }
 
     /// Whether `file` is the file this fingerprint was taken of.
-    pub fn matches(&self, file: &mut File) -> std::io::Result<bool> {
+    pub fn matches(&self, file: &File) -> std::io::Result<bool> {
         if !self.same_inode(file)? {
             return Ok(false);
         }
@@ -56,17 +56,19 @@ impl Fingerprint {
 
     /// Whether `file`'s first bytes are those this fingerprint covers,
     /// whatever its inode (a copy made by copytruncate rotation).
-    pub fn content_matches(&self, file: &mut File) -> std::io::Result<bool> {
+    pub fn content_matches(&self, file: &File) -> std::io::Result<bool> {
         let (covered, crc) = checksum(file, self.covered)?;
         Ok(covered == self.covered && crc == self.crc)
     }
 }
 
-fn checksum(file: &mut File, window: u64) -> std::io::Result<(u64, u32)> {
+/// Through `&File`, so that a file shared with a read ahead (positioned
+/// reads, which never use the offset) can be checked too.
+fn checksum(mut file: &File, window: u64) -> std::io::Result<(u64, u32)> {
     let pos = file.stream_position()?;
     file.seek(SeekFrom::Start(0))?;
     let mut buf = Vec::with_capacity(window as usize);
-    file.by_ref().take(window).read_to_end(&mut buf)?;
+    file.take(window).read_to_end(&mut buf)?;
     file.seek(SeekFrom::Start(pos))?;
     Ok((buf.len() as u64, crc32fast::hash(&buf)))
 }
@@ -122,7 +124,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("app.log");
         std::fs::write(&a, b"hello\n").unwrap();
-        let fp = Fingerprint::of(&mut File::open(&a).unwrap(), DEFAULT_BYTES).unwrap();
+        let fp = Fingerprint::of(&File::open(&a).unwrap(), DEFAULT_BYTES).unwrap();
         assert_eq!(fp.covered, 6);
         let b = dir.path().join("app.log.1");
         std::fs::rename(&a, &b).unwrap();
@@ -133,16 +135,16 @@ mod tests {
             .unwrap()
             .write_all(b"more\n")
             .unwrap();
-        assert!(fp.matches(&mut File::open(&b).unwrap()).unwrap());
+        assert!(fp.matches(&File::open(&b).unwrap()).unwrap());
         std::fs::write(&a, b"hello\n").unwrap();
         assert!(
-            !fp.matches(&mut File::open(&a).unwrap()).unwrap(),
+            !fp.matches(&File::open(&a).unwrap()).unwrap(),
             "another inode"
         );
-        assert!(fp.content_matches(&mut File::open(&a).unwrap()).unwrap());
+        assert!(fp.content_matches(&File::open(&a).unwrap()).unwrap());
         // Same inode, new content (truncated and rewritten).
         std::fs::write(&b, b"HELLO\n").unwrap();
-        assert!(!fp.matches(&mut File::open(&b).unwrap()).unwrap());
+        assert!(!fp.matches(&File::open(&b).unwrap()).unwrap());
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl State {
         }
         let mut seen = vec![false; self.files.len()];
         for cand in candidates {
-            let mut file = match open_file(&cand) {
+            let file = match open_file(&cand) {
                 Ok(f) => f,
                 // A file may vanish between listing and opening, or during rotation.
                 Err(Error::Io { source, .. })
@@ -141,7 +141,7 @@ impl State {
             let known = self
                 .files
                 .iter_mut()
-                .position(|t| !t.rotated && t.fingerprint.matches(&mut file).unwrap_or(false));
+                .position(|t| !t.rotated && t.fingerprint.matches(&file).unwrap_or(false));
             match known {
                 Some(i) => {
                     if i < seen.len() {
@@ -271,11 +271,11 @@ impl State {
         entries.sort();
         entries.into_iter().find(|p| {
             std::fs::File::open(p)
-                .and_then(|mut f| {
+                .and_then(|f| {
                     if by_content {
-                        fingerprint.content_matches(&mut f)
+                        fingerprint.content_matches(&f)
                     } else {
-                        fingerprint.matches(&mut f)
+                        fingerprint.matches(&f)
                     }
                 })
                 .unwrap_or(false)
@@ -339,7 +339,7 @@ impl State {
             let p = PathBuf::from(&path);
             let same = match (std::fs::File::open(&p), &fp) {
                 (Ok(_), None) => true,
-                (Ok(mut f), Some(fp)) => fp.matches(&mut f).unwrap_or(false),
+                (Ok(f), Some(fp)) => fp.matches(&f).unwrap_or(false),
                 (Err(_), _) => false,
             };
             if same {
@@ -509,7 +509,6 @@ impl State {
                 None => out.accept(None, (start.1 + 1) as i64, &mut self.event_time),
                 Some(message) => {
                     if let Some(stop) = self.bad_record(i, start, pos, &message)? {
-                        self.files[i].advance_to(start);
                         return Ok(Some(stop));
                     }
                 }

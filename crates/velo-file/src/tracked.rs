@@ -21,7 +21,8 @@ const CHUNK: usize = 256 * 1024;
 const SAMPLE: u64 = 1 << 20;
 
 enum Input {
-    Plain(File),
+    /// Shared with the read ahead, which reads at positions of its own.
+    Plain(Arc<File>),
     Compressed(Box<dyn Read + Send>),
     /// Parquet and Avro: whole rows, positions counted in records.
     Records(Box<dyn RecordFileReader>),
@@ -83,8 +84,6 @@ pub(crate) struct Tracked {
     pub(crate) rotated: bool,
     /// Nothing more will come from this file.
     pub(crate) finished: bool,
-    /// A second handle on a plain file, for reads ahead.
-    shared: Option<Arc<File>>,
     /// The bytes after `read_pos`, being read.
     ahead: Option<ReadAhead>,
 }
@@ -123,9 +122,9 @@ impl Tracked {
         opts: &FileSourceOptions,
         at: Option<(u64, u64)>,
     ) -> Result<Self> {
-        let mut file = open_file(path)?;
+        let file = open_file(path)?;
         let fingerprint =
-            Fingerprint::of(&mut file, opts.fingerprint_bytes).map_err(|e| Error::io(path, e))?;
+            Fingerprint::of(&file, opts.fingerprint_bytes).map_err(|e| Error::io(path, e))?;
         Self::from_file(path, file, fingerprint, opts, at)
     }
 
@@ -164,7 +163,7 @@ impl Tracked {
         let input = if compression == Compression::None {
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| Error::io(path, e))?;
-            Input::Plain(file)
+            Input::Plain(Arc::new(file))
         } else {
             file.seek(SeekFrom::Start(0))
                 .map_err(|e| Error::io(path, e))?;
@@ -199,7 +198,6 @@ impl Tracked {
             recheck: false,
             rotated: false,
             finished: false,
-            shared: None,
             ahead: None,
         })
     }
@@ -239,7 +237,6 @@ impl Tracked {
             recheck: false,
             rotated: false,
             finished: false,
-            shared: None,
             ahead: None,
         })
     }
@@ -400,12 +397,7 @@ impl Tracked {
         if self.input_eof || self.ahead.is_some() {
             return;
         }
-        if self.shared.is_none() {
-            self.shared = f.try_clone().ok().map(Arc::new);
-        }
-        if let Some(file) = &self.shared {
-            self.ahead = ReadAhead::start(file.clone(), self.read_pos, CHUNK);
-        }
+        self.ahead = ReadAhead::start(f.clone(), self.read_pos, CHUNK);
     }
 
     /// Counts `n` bytes just appended to `buf`; none means the input ended.
@@ -419,7 +411,7 @@ impl Tracked {
     /// with the bytes it was fingerprinted by. Reading on would return the
     /// middle of other content.
     fn changed_under_us(&mut self) -> Result<bool> {
-        let Input::Plain(f) = &mut self.input else {
+        let Input::Plain(f) = &self.input else {
             return Ok(false);
         };
         let len = f.metadata().map_err(|e| Error::io(&self.path, e))?.len();
@@ -561,7 +553,7 @@ impl Tracked {
         file.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io(&path, e))?;
         let fingerprint =
-            Fingerprint::of(&mut file, opts.fingerprint_bytes).map_err(|e| Error::io(&path, e))?;
+            Fingerprint::of(&file, opts.fingerprint_bytes).map_err(|e| Error::io(&path, e))?;
         *self = Self::from_file(&path, file, fingerprint, opts, None)?;
         Ok(())
     }
@@ -569,7 +561,7 @@ impl Tracked {
     /// Takes a fuller fingerprint once the file has grown past a short one.
     pub(crate) fn refresh_fingerprint(&mut self, window: u64) {
         if self.fingerprint.covered < window
-            && let Input::Plain(f) = &mut self.input
+            && let Input::Plain(f) = &self.input
             && let Ok(fp) = Fingerprint::of(f, window)
             && fp.covered > self.fingerprint.covered
             && fp.dev == self.fingerprint.dev

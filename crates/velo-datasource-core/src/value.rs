@@ -752,6 +752,27 @@ impl DateCache {
     }
 }
 
+/// Nanoseconds per unit of a fraction of `n` digits (none: not a fraction).
+const NANOS_PER_DIGIT: [u32; 10] = [
+    0,
+    100_000_000,
+    10_000_000,
+    1_000_000,
+    100_000,
+    10_000,
+    1_000,
+    100,
+    10,
+    1,
+];
+
+/// The two ASCII digits at `b[at..at + 2]`; `None` if either is not a digit.
+#[inline]
+fn two_digits(b: &[u8], at: usize) -> Option<u32> {
+    let (tens, units) = (b[at].wrapping_sub(b'0'), b[at + 1].wrapping_sub(b'0'));
+    (tens < 10 && units < 10).then(|| u32::from(tens) * 10 + u32::from(units))
+}
+
 /// The number the ASCII digits `b` write; `None` if any is not a digit.
 fn digits(b: &[u8]) -> Option<u32> {
     b.iter().try_fold(0u32, |acc, &c| {
@@ -789,33 +810,35 @@ pub(crate) fn parse_timestamp_with(text: &str, dates: &DateCache) -> Option<Date
 /// parsed without chrono's general parser; `None` sends anything else (and
 /// anything invalid) to the full parsers.
 fn parse_iso_fast(b: &[u8], dates: &DateCache) -> Option<DateTime<Utc>> {
-    let num = digits;
     if b[13] != b':' || b[16] != b':' {
         return None;
     }
     let date = dates.date(&b[0..10])?;
-    let (h, m, s) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    let (h, m, s) = (two_digits(b, 11)?, two_digits(b, 14)?, two_digits(b, 17)?);
     let mut i = 19;
     let mut nanos = 0u32;
     if b.get(i) == Some(&b'.') {
+        // Up to nine digits, read as they are found; a tenth is refused.
         let start = i + 1;
         let mut end = start;
-        while end < b.len() && b[end].is_ascii_digit() {
+        while let Some(d) = b.get(end).map(|c| c.wrapping_sub(b'0')).filter(|d| *d < 10) {
+            if end - start == 9 {
+                return None;
+            }
+            nanos = nanos * 10 + u32::from(d);
             end += 1;
         }
-        let digits = end - start;
-        if digits == 0 || digits > 9 {
-            return None;
-        }
-        nanos = num(&b[start..end])? * 10u32.pow(9 - digits as u32);
+        nanos *= *NANOS_PER_DIGIT
+            .get(end - start)
+            .filter(|scale| **scale > 0)?;
         i = end;
     }
     let offset_secs: i64 = match &b[i..] {
         [] | [b'Z'] | [b'z'] => 0,
         [sign @ (b'+' | b'-'), hh1, hh2, b':', mm1, mm2]
         | [sign @ (b'+' | b'-'), hh1, hh2, mm1, mm2] => {
-            let hours = i64::from(num(&[*hh1, *hh2])?);
-            let minutes = i64::from(num(&[*mm1, *mm2])?);
+            let hours = i64::from(two_digits(&[*hh1, *hh2], 0)?);
+            let minutes = i64::from(two_digits(&[*mm1, *mm2], 0)?);
             if hours > 23 || minutes > 59 {
                 return None;
             }

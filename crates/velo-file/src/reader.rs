@@ -710,7 +710,9 @@ impl FileReader {
 
     /// One batch into a `new` output (records or columns), waiting up to
     /// the read timeout in the streaming modes; positions and metrics are
-    /// kept the same way for both.
+    /// kept the same way for both. A batch that needs a read the caller's
+    /// task has not got yet is handed out short, so that dropping this
+    /// future while it waits loses no record.
     async fn read_with<O: Output + Send + 'static>(
         &mut self,
         max_size: usize,
@@ -730,10 +732,14 @@ impl FileReader {
             let bytes_before = self.state()?.bytes_read;
             let mut batch = new(max);
             loop {
+                // Records already in `batch` have left the reader's
+                // position: this future must not be dropped (a timeout) at
+                // an await while it holds any, so it waits only when empty.
+                let empty = batch.len() == 0;
                 match self.state()?.fill_into(max, scan, &mut batch, false)? {
                     Fill::Done => break,
-                    Fill::Waiting(i) => self.state()?.files[i].wait_ahead().await,
-                    Fill::NeedsIo => {
+                    Fill::Waiting(i) if empty => self.state()?.files[i].wait_ahead().await,
+                    Fill::NeedsIo if empty => {
                         batch = self
                             .run_blocking(move |s| {
                                 s.fill_into(max, scan, &mut batch, true)?;
@@ -742,6 +748,8 @@ impl FileReader {
                             .await?;
                         break;
                     }
+                    // A shorter batch now; the rest comes with the next call.
+                    Fill::Waiting(_) | Fill::NeedsIo => break,
                 }
             }
             let n = batch.len();

@@ -128,18 +128,7 @@ async fn jsonl_and_compressed_csv_come_as_columns_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_record_ends_the_column_batch_in_its_place() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("b.csv");
-    let body: String = std::iter::once("n,s\n".to_owned())
-        .chain((0..3000).map(|i| {
-            if i == 1500 {
-                "x,bad\n".to_owned()
-            } else {
-                format!("{i},s{i}\n")
-            }
-        }))
-        .collect();
-    std::fs::write(&path, body).unwrap();
-    let u = uri(&path, "schema=n:integer,s:string");
+    let u = csv_with_a_bad_row(dir.path());
     let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
     let ns = |batches: &[ColumnBatch]| -> Vec<i64> {
         batches

@@ -196,18 +196,7 @@ async fn changing_batch_sizes_lose_and_repeat_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_record_in_a_later_batch_is_reported_in_its_place() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("b.csv");
-    let body: String = std::iter::once("n\n".to_owned())
-        .chain((0..3000).map(|i| {
-            if i == 1500 {
-                "x\n".to_owned()
-            } else {
-                format!("{i}\n")
-            }
-        }))
-        .collect();
-    std::fs::write(&path, body).unwrap();
-    let u = uri(&path, "schema=n:integer");
+    let u = csv_with_a_bad_row(dir.path());
     let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
     assert_eq!(r.read_batch(1000).await.unwrap().len(), 1000);
     assert_eq!(

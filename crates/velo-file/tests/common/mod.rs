@@ -87,3 +87,21 @@ pub fn numbered_csv_checkpointed(dir: &std::path::Path, rows: usize) -> String {
         &format!("checkpoint_dir={}&checkpoint_interval=1", cp.display()),
     )
 }
+
+/// The URI of a CSV file in `dir` with columns `n` (0..3000) and `s`
+/// (`s{n}`), read strictly as integer and string, whose row 1500 has `x`
+/// for `n`: a bad record in its line 1502.
+pub fn csv_with_a_bad_row(dir: &Path) -> String {
+    let path = dir.join("b.csv");
+    let body: String = std::iter::once("n,s\n".to_owned())
+        .chain((0..3000).map(|i| {
+            if i == 1500 {
+                "x,bad\n".to_owned()
+            } else {
+                format!("{i},s{i}\n")
+            }
+        }))
+        .collect();
+    std::fs::write(&path, body).unwrap();
+    uri(&path, "schema=n:integer,s:string")
+}

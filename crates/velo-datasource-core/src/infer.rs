@@ -267,13 +267,14 @@ impl SchemaInferrer {
     }
 
     /// Observes one row of text cells in column order; missing cells are nulls.
-    pub fn observe_text_row<'a>(&mut self, cells: impl IntoIterator<Item = &'a str>) {
+    pub fn observe_text_row<S: AsRef<str>>(&mut self, cells: impl IntoIterator<Item = S>) {
         let mut seen = 0;
         for (i, cell) in cells.into_iter().enumerate() {
             if i >= self.columns.len() {
                 break;
             }
             seen = i + 1;
+            let cell = cell.as_ref();
             if self.options.is_null(cell) {
                 self.columns[i].nullable = true;
             } else {

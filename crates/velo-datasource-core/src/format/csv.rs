@@ -529,8 +529,10 @@ pub(super) fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result
     // Skip blank lines before the header.
     let mut header: Option<Vec<String>> = None;
     let mut header_len = 0;
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    while pos < sample.len() && rows.len() < options.sample_rows {
+    // Rows are observed as they are read, their cells borrowed from csv-core's output.
+    let mut inferrer: Option<SchemaInferrer> = None;
+    let mut sampled = 0;
+    while pos < sample.len() && sampled < options.sample_rows {
         let Some((mut len, n)) = fields.read(&mut rdr, &sample[pos..], eof) else {
             break;
         };
@@ -546,18 +548,24 @@ pub(super) fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result
             }
             continue;
         }
-        let cells: Vec<String> = (0..n)
-            .map(|i| String::from_utf8_lossy(fields.field(i)).into_owned())
-            .collect();
+        let cells = (0..n).map(|i| String::from_utf8_lossy(fields.field(i)));
         if header.is_none() && options.has_header {
-            header = Some(dedup_names(cells));
+            header = Some(dedup_names(cells.map(|c| c.into_owned()).collect()));
             header_len = pos;
-        } else {
-            if header.is_none() {
-                header = Some((0..n).map(|i| format!("col_{i}")).collect());
+            if options.schema.is_some() {
+                break;
             }
-            rows.push(cells);
+            continue;
         }
+        let names = header.get_or_insert_with(|| (0..n).map(|i| format!("col_{i}")).collect());
+        // A given schema needs only the header.
+        if options.schema.is_some() {
+            break;
+        }
+        inferrer
+            .get_or_insert_with(|| SchemaInferrer::new(names.iter().cloned(), options.inference()))
+            .observe_text_row(cells);
+        sampled += 1;
     }
     let names = header.unwrap_or_default();
     if let Some(given) = &options.schema {
@@ -578,20 +586,16 @@ pub(super) fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result
             "no header and no rows to infer a schema from".into(),
         ));
     }
-    let mut inferrer = SchemaInferrer::new(names.iter().cloned(), options.inference());
-    for row in &rows {
-        inferrer.observe_text_row(row.iter().map(String::as_str));
-    }
-    let mut schema = inferrer.finish();
-    if rows.is_empty() {
+    let schema = match inferrer {
+        Some(inferrer) => inferrer.finish(),
         // Only a header: every column is a nullable string until data says otherwise.
-        schema = Schema::new(
+        None => Schema::new(
             names
                 .into_iter()
                 .map(|n| FieldDefinition::optional(n, DataType::String))
                 .collect(),
-        );
-    }
+        ),
+    };
     Ok(Inferred {
         schema: Arc::new(schema),
         header_len,

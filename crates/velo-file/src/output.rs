@@ -28,6 +28,40 @@ pub(crate) trait Output {
 
     /// The batch ends before the rows decoded past the last accepted record.
     fn stop(&mut self);
+
+    /// This batch, kept for a later call of either kind: its caller went
+    /// away while a blocking pass filled it.
+    fn into_unclaimed(self) -> Unclaimed;
+
+    /// A kept batch as this kind of output, event times set.
+    fn from_unclaimed(kept: Unclaimed, event_time: &mut Option<EventTimeExtractor>) -> Self;
+}
+
+/// A batch read by a blocking pass whose caller's future was dropped (a
+/// timeout, a `select!`): the next read hands it out, so nothing is lost.
+pub(crate) enum Unclaimed {
+    Records(Records),
+    Columns(ColumnsOut),
+}
+
+impl std::fmt::Debug for Unclaimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Unclaimed::Records(_) => "records",
+            Unclaimed::Columns(_) => "columns",
+        };
+        write!(f, "Unclaimed({} {kind})", self.len())
+    }
+}
+
+impl Unclaimed {
+    /// Good records in the batch.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Unclaimed::Records(r) => r.len(),
+            Unclaimed::Columns(c) => c.len(),
+        }
+    }
 }
 
 /// Records, one per row.
@@ -76,6 +110,27 @@ impl Output for Records {
     }
 
     fn stop(&mut self) {}
+
+    fn into_unclaimed(self) -> Unclaimed {
+        Unclaimed::Records(self)
+    }
+
+    fn from_unclaimed(kept: Unclaimed, event_time: &mut Option<EventTimeExtractor>) -> Self {
+        match kept {
+            Unclaimed::Records(r) => r,
+            Unclaimed::Columns(c) => {
+                let now = c.now;
+                Records {
+                    records: c
+                        .finish(event_time)
+                        .into_iter()
+                        .flat_map(ColumnBatch::into_records)
+                        .collect(),
+                    now,
+                }
+            }
+        }
+    }
 }
 
 /// Column batches, a new one wherever the schema changes (a directory of
@@ -85,6 +140,9 @@ pub(crate) struct ColumnsOut {
     current: Option<(Columns, Vec<RowMeta>)>,
     rows: usize,
     now: DateTime<Utc>,
+    /// The first batches of `done`, whose event times are already set (a
+    /// kept batch of records).
+    timed: usize,
 }
 
 impl ColumnsOut {
@@ -94,6 +152,7 @@ impl ColumnsOut {
             current: None,
             rows: 0,
             now: Utc::now(),
+            timed: 0,
         }
     }
 
@@ -127,7 +186,7 @@ impl ColumnsOut {
     ) -> Vec<ColumnBatch> {
         self.close();
         if let Some(et) = event_time {
-            for batch in &mut self.done {
+            for batch in &mut self.done[self.timed..] {
                 et.apply_to_batch(batch);
             }
         }
@@ -178,6 +237,27 @@ impl Output for ColumnsOut {
     fn stop(&mut self) {
         if let Some((columns, rows)) = &mut self.current {
             columns.truncate(rows.len());
+        }
+    }
+
+    fn into_unclaimed(self) -> Unclaimed {
+        Unclaimed::Columns(self)
+    }
+
+    fn from_unclaimed(kept: Unclaimed, _: &mut Option<EventTimeExtractor>) -> Self {
+        match kept {
+            Unclaimed::Columns(c) => c,
+            // Event times were set as the records were accepted.
+            Unclaimed::Records(r) => {
+                let done = ColumnBatch::from_records(r.records);
+                ColumnsOut {
+                    rows: done.iter().map(ColumnBatch::len).sum(),
+                    timed: done.len(),
+                    done,
+                    current: None,
+                    now: r.now,
+                }
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use velo_datasource_core::{
 use crate::dead_letter::{DeadLetter, DeadLetterFile};
 use crate::fingerprint::Fingerprint;
 use crate::options::{FileSourceOptions, Mode};
-use crate::output::{ColumnsOut, Output, Records};
+use crate::output::{ColumnsOut, Output, Records, Unclaimed};
 use crate::tracked::{Located, Status, Tracked, open_file};
 use crate::watch::{ChangeWatcher, watch_root};
 
@@ -597,6 +597,16 @@ pub struct FileReader {
     /// `None` only while a blocking task owns it. The mutex makes the reader
     /// `Sync` (a zstd decoder is not); `&mut self` paths never lock it.
     state: std::sync::Mutex<Option<State>>,
+    /// The blocking pass in flight, kept here so that a caller whose future
+    /// is dropped at its await (a timeout, a `select!`) leaves the reader
+    /// usable: the next call waits for the pass and takes the state back.
+    pass: Option<tokio::task::JoinHandle<(State, Result<Option<Unclaimed>>)>>,
+    /// What such a pass read: the next read hands it out.
+    unclaimed: Option<Unclaimed>,
+    /// The position handed out, and the bytes read, when the reading pass
+    /// in flight (or the one whose batch is unclaimed) started: the state's
+    /// position is past records the caller has not got.
+    pass_start: Option<(SourcePosition, u64)>,
     opts: Arc<FileSourceOptions>,
     /// Kept alive for its events.
     _watcher: Option<ChangeWatcher>,
@@ -637,6 +647,9 @@ impl FileReader {
             .map(|dir| (FileCheckpointStore::new(dir), checkpoint_key(&opts.path)));
         Ok(FileReader {
             state: std::sync::Mutex::new(Some(state)),
+            pass: None,
+            unclaimed: None,
+            pass_start: None,
             opts,
             _watcher: watcher,
             changed,
@@ -684,28 +697,67 @@ impl FileReader {
         })
     }
 
-    async fn run_blocking<T: Send + 'static>(
+    /// Runs `f` on the state in tokio's blocking pool. Cancel-safe: see
+    /// [`FileReader::pass`].
+    async fn run_blocking(
         &mut self,
-        f: impl FnOnce(&mut State) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+        f: impl FnOnce(&mut State) -> Result<Option<Unclaimed>> + Send + 'static,
+    ) -> Result<Option<Unclaimed>> {
         let slot = self
             .state
             .get_mut()
             .map_err(|_| Error::State("the file reader panicked earlier".into()))?;
         let mut state = slot.take().ok_or_else(|| {
-            Error::State("the file reader was interrupted in the middle of a read".into())
+            Error::State("the file reader lost its state in a failed read".into())
         })?;
-        let (state, result) = tokio::task::spawn_blocking(move || {
+        self.pass = Some(tokio::task::spawn_blocking(move || {
             let r = f(&mut state);
             (state, r)
-        })
-        .await
-        .map_err(|e| Error::State(format!("file read task failed: {e}")))?;
+        }));
+        self.finish_pass().await
+    }
+
+    /// Waits for the blocking pass in flight, if any, and puts the state
+    /// back; what the pass returned.
+    async fn finish_pass(&mut self) -> Result<Option<Unclaimed>> {
+        let Some(pass) = &mut self.pass else {
+            return Ok(None);
+        };
+        let joined = pass.await;
+        self.pass = None;
+        let (state, result) =
+            joined.map_err(|e| Error::State(format!("file read task failed: {e}")))?;
         *self
             .state
             .get_mut()
             .map_err(|_| Error::State("the file reader panicked earlier".into()))? = Some(state);
         result
+    }
+
+    /// Takes back a pass left behind by a dropped call: the records it read
+    /// wait in `unclaimed` for the next read. Every `&mut self` entry point
+    /// starts here.
+    async fn settle(&mut self) -> Result<()> {
+        if self.pass.is_none() {
+            return Ok(());
+        }
+        let kept = self.finish_pass().await;
+        match kept {
+            Ok(Some(batch)) if batch.len() > 0 => self.unclaimed = Some(batch),
+            other => {
+                self.pass_start = None;
+                other?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The position after the last record handed out.
+    fn handed_out(&mut self) -> Result<SourcePosition> {
+        match &self.pass_start {
+            Some((position, _)) => Ok(position.clone()),
+            None => Ok(self.state()?.position()),
+        }
     }
 
     /// One batch into a `new` output (records or columns), waiting up to
@@ -721,8 +773,14 @@ impl FileReader {
         let max = max_size.max(1);
         let deadline = Instant::now() + self.opts.read_timeout;
         let streaming = self.opts.mode.is_streaming();
+        self.settle().await?;
         loop {
             let started = Instant::now();
+            if let Some(kept) = self.unclaimed.take() {
+                let bytes_before = self.pass_start.take().map_or(0, |(_, b)| b);
+                let batch = O::from_unclaimed(kept, &mut self.state()?.event_time);
+                return self.hand_out(batch, bytes_before, started);
+            }
             let scan =
                 streaming && (self.woken || self.last_scan.elapsed() >= self.opts.poll_interval);
             if scan {
@@ -734,39 +792,33 @@ impl FileReader {
             loop {
                 // Records already in `batch` have left the reader's
                 // position: this future must not be dropped (a timeout) at
-                // an await while it holds any, so it waits only when empty.
+                // an await while it holds any, so it waits only when empty,
+                // counting what this fill just added.
+                let fill = self.state()?.fill_into(max, scan, &mut batch, false)?;
                 let empty = batch.len() == 0;
-                match self.state()?.fill_into(max, scan, &mut batch, false)? {
+                match fill {
                     Fill::Done => break,
                     Fill::Waiting(i) if empty => self.state()?.files[i].wait_ahead().await,
                     Fill::NeedsIo if empty => {
-                        batch = self
+                        self.pass_start = Some((self.state()?.position(), bytes_before));
+                        let filled = self
                             .run_blocking(move |s| {
                                 s.fill_into(max, scan, &mut batch, true)?;
-                                Ok(batch)
+                                Ok(Some(batch.into_unclaimed()))
                             })
-                            .await?;
+                            .await;
+                        // Not reached when this future is dropped at the await.
+                        self.pass_start = None;
+                        let filled = filled?.expect("a reading pass returns its batch");
+                        batch = O::from_unclaimed(filled, &mut self.state()?.event_time);
                         break;
                     }
                     // A shorter batch now; the rest comes with the next call.
                     Fill::Waiting(_) | Fill::NeedsIo => break,
                 }
             }
-            let n = batch.len();
-            if n > 0 || !streaming {
-                let bytes = self.state()?.bytes_read - bytes_before;
-                self.metrics.record_batch(n, bytes, started.elapsed());
-                let lag = self.state()?.lag_bytes;
-                self.metrics.set_lag("0", Lag::Bytes(lag));
-                self.uncommitted += n as u64;
-                if n > 0 {
-                    if self.unacknowledged.len() == UNACKNOWLEDGED_BATCHES {
-                        self.unacknowledged.pop_front();
-                    }
-                    let position = self.state()?.position();
-                    self.unacknowledged.push_back((position, n as u64));
-                }
-                return Ok(batch);
+            if batch.len() > 0 || !streaming {
+                return self.hand_out(batch, bytes_before, started);
             }
             let now = Instant::now();
             if now >= deadline {
@@ -782,6 +834,25 @@ impl FileReader {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Counts `batch` as handed out: metrics, and its position for
+    /// `commit_up_to`.
+    fn hand_out<O: Output>(&mut self, batch: O, bytes_before: u64, started: Instant) -> Result<O> {
+        let n = batch.len();
+        let bytes = self.state()?.bytes_read.saturating_sub(bytes_before);
+        self.metrics.record_batch(n, bytes, started.elapsed());
+        let lag = self.state()?.lag_bytes;
+        self.metrics.set_lag("0", Lag::Bytes(lag));
+        self.uncommitted += n as u64;
+        if n > 0 {
+            if self.unacknowledged.len() == UNACKNOWLEDGED_BATCHES {
+                self.unacknowledged.pop_front();
+            }
+            let position = self.state()?.position();
+            self.unacknowledged.push_back((position, n as u64));
+        }
+        Ok(batch)
     }
 
     /// Counts `records` up to `position` as delivered and saves this
@@ -861,10 +932,11 @@ impl DataReader for FileReader {
     }
 
     async fn commit(&mut self) -> Result<()> {
-        let position = self.state()?.position();
+        self.settle().await?;
+        let position = self.handed_out()?;
         let records = self.uncommitted;
         self.unacknowledged.clear();
-        let exhausted = self.state()?.exhausted();
+        let exhausted = self.unclaimed.is_none() && self.state()?.exhausted();
         self.acknowledge(position, records, exhausted).await
     }
 
@@ -873,6 +945,7 @@ impl DataReader for FileReader {
     }
 
     async fn commit_up_to(&mut self, position: &SourcePosition) -> Result<()> {
+        self.settle().await?;
         let Some(at) = self.unacknowledged.iter().position(|(p, _)| p == position) else {
             return Err(Error::State(format!(
                 "commit_up_to: {} is not the position after an uncommitted batch of this reader",
@@ -881,7 +954,8 @@ impl DataReader for FileReader {
         };
         let records = self.unacknowledged.drain(..=at).map(|(_, n)| n).sum();
         // Exhausted only if nothing was read after `position`.
-        let exhausted = self.unacknowledged.is_empty() && self.state()?.exhausted();
+        let exhausted =
+            self.unacknowledged.is_empty() && self.unclaimed.is_none() && self.state()?.exhausted();
         self.acknowledge(position.clone(), records, exhausted).await
     }
 
@@ -892,7 +966,8 @@ impl DataReader for FileReader {
                 offset.describe()
             )));
         };
-        let mut position = self.state()?.position();
+        self.settle().await?;
+        let mut position = self.handed_out()?;
         position
             .offsets
             .retain(|o| !matches!(o, SourceOffset::File { path: p, .. } if p == path));
@@ -901,14 +976,25 @@ impl DataReader for FileReader {
     }
 
     async fn has_more(&self) -> Result<bool> {
-        Ok(self.opts.mode.is_streaming() || !self.with_state(State::exhausted)?)
+        // A pass left behind by a dropped read may hold records.
+        Ok(self.opts.mode.is_streaming()
+            || self.pass_start.is_some()
+            || !self.with_state(State::exhausted)?)
     }
 
     fn position(&self) -> Result<SourcePosition> {
-        self.with_state(State::position)
+        match &self.pass_start {
+            Some((position, _)) => Ok(position.clone()),
+            None => self.with_state(State::position),
+        }
     }
 
     async fn restore(&mut self, position: SourcePosition) -> Result<()> {
+        // The new position replaces whatever an interrupted call read or
+        // failed on; only the state is wanted back.
+        let _ = self.settle().await;
+        self.unclaimed = None;
+        self.pass_start = None;
         let state = self.state()?;
         state.files.clear();
         state.scanned = false;
@@ -916,7 +1002,8 @@ impl DataReader for FileReader {
         state.restore_from = Some(position);
         self.unacknowledged.clear();
         // Open the files now, so that a bad position fails here and not at the first read.
-        self.run_blocking(|s| s.scan()).await
+        self.run_blocking(|s| s.scan().map(|()| None)).await?;
+        Ok(())
     }
 
     fn lag(&self) -> Option<Lag> {
@@ -924,8 +1011,9 @@ impl DataReader for FileReader {
     }
 
     async fn close(&mut self) -> Result<()> {
+        self.settle().await?;
         if self.checkpoint.is_some() {
-            let position = self.state()?.position();
+            let position = self.handed_out()?;
             self.save_checkpoint(position).await?;
         }
         Ok(())

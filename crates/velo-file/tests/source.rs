@@ -190,6 +190,105 @@ async fn changing_batch_sizes_lose_and_repeat_nothing() {
     assert_eq!(ints(&got, "n"), (0..20_000).collect::<Vec<_>>());
 }
 
+/// One read of `max` records as `read_batch`, or (`columns`) through
+/// `read_columns`, polled once and dropped at its first wait (a timeout
+/// that has passed): for a read that needs the disk, the middle of its
+/// blocking pass. `None` when it was dropped.
+async fn read_or_drop(
+    r: &mut dyn velo_datasource_core::DataReader,
+    max: usize,
+    columns: bool,
+) -> Option<Vec<velo_datasource_core::StreamRecord>> {
+    let read = async {
+        if columns {
+            let batches = r.read_columns(max).await?;
+            Ok(batches
+                .into_iter()
+                .flat_map(velo_datasource_core::columns::ColumnBatch::into_records)
+                .collect())
+        } else {
+            r.read_batch(max).await
+        }
+    };
+    tokio::select! {
+        biased;
+        batch = read => Some(batch.unwrap()),
+        () = std::future::ready(()) => {
+            tokio::task::yield_now().await;
+            None
+        }
+    }
+}
+
+/// Reads dropped in the middle of their blocking pass (a timeout, a
+/// `select!`) lose and repeat nothing: the next call, of either kind,
+/// hands out what the pass read, and a commit or close in between saves
+/// only what was handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_dropped_mid_pass_lose_and_repeat_nothing() {
+    for every_read_blocks in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = numbered_csv_checkpointed(dir.path(), 20_000);
+        if every_read_blocks {
+            // A dead-letter file is written on the blocking pool: every read is a pass.
+            let dead = dir.path().join("dead.jsonl");
+            u = format!(
+                "{u}&errors=dead_letter&errors.dead_letter={}",
+                dead.display()
+            );
+        }
+        let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
+        let (mut got, mut dropped, mut calls) = (Vec::new(), 0, 0);
+        let mut committed = None;
+        while got.len() < 10_000 {
+            calls += 1;
+            let read = read_or_drop(r.as_mut(), 700, calls % 3 == 0).await;
+            if !got.is_empty() || read.is_some() {
+                // The position is after the records handed out, none more.
+                let handed_out = got.len() + read.as_ref().map_or(0, Vec::len);
+                assert_eq!(line_of(&r.position().unwrap()), 1 + handed_out as u64);
+            }
+            if let Some(batch) = read {
+                got.extend(batch);
+                continue;
+            }
+            dropped += 1;
+            // Commit while the pass holds records the caller has not got:
+            // they must come again after a restart.
+            if committed.is_none() && !got.is_empty() {
+                r.commit().await.unwrap();
+                assert_eq!(line_of(&r.position().unwrap()), 1 + got.len() as u64);
+                committed = Some(got.len());
+            }
+        }
+        assert!(dropped > 1, "{dropped} reads were dropped");
+        // Read ahead, only the first read needs a pass: the drops after it
+        // were waits, which hold no records.
+        assert_eq!(committed.is_some(), every_read_blocks);
+        if committed.is_none() {
+            r.commit().await.unwrap();
+            committed = Some(got.len());
+        }
+        drop(r);
+        got.truncate(committed.unwrap());
+        let mut again = source(&u).await.unwrap().create_reader().await.unwrap();
+        while again.has_more().await.unwrap() {
+            calls += 1;
+            if let Some(batch) = read_or_drop(again.as_mut(), 1000, calls % 2 == 0).await {
+                got.extend(batch);
+            }
+            assert_eq!(line_of(&again.position().unwrap()), 1 + got.len() as u64);
+        }
+        let got = ints(&got, "n");
+        let first_wrong = got.iter().zip(0..).position(|(n, i)| *n != i);
+        assert!(
+            got.len() == 20_000 && first_wrong.is_none(),
+            "{} records, first out of place at {first_wrong:?}; every read blocks: {every_read_blocks}",
+            got.len()
+        );
+    }
+}
+
 /// A bad record in a later batch is reported when the caller gets there:
 /// the good records before it first, then the error, with the position
 /// left on the bad record.

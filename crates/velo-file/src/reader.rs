@@ -50,6 +50,12 @@ struct State {
     bytes_read: u64,
 }
 
+/// Where a record starts: `skipped` bytes and lines (blank lines,
+/// separators) into its frame, which starts at `frame` (byte, line).
+fn record_start(frame: (u64, u64), skipped_bytes: usize, skipped_lines: u64) -> (u64, u64) {
+    (frame.0 + skipped_bytes as u64, frame.1 + skipped_lines)
+}
+
 fn location(path: &Path, at: (u64, u64)) -> String {
     format!("{}, byte {} (line {})", path.display(), at.0, at.1 + 1)
 }
@@ -476,13 +482,14 @@ impl State {
         out: &mut impl Output,
     ) -> Result<Option<(u64, u64)>> {
         for loc in located.drain(..) {
+            let at = record_start(loc.start, loc.frame.skipped_bytes, loc.frame.skipped_lines);
             match loc.frame.result {
                 Ok(values) => {
                     let values = Some((loc.frame.schema, values));
-                    out.accept(values, (loc.start.1 + 1) as i64, &mut self.event_time);
+                    out.accept(values, (at.1 + 1) as i64, &mut self.event_time);
                 }
                 Err(message) => {
-                    if let Some(stop) = self.bad_record(i, loc.start, loc.end, &message)? {
+                    if let Some(stop) = self.bad_record(i, loc.start, at, loc.end, &message)? {
                         return Ok(Some(stop));
                     }
                 }
@@ -504,11 +511,12 @@ impl State {
         let mut pos = (self.files[i].offset, self.files[i].line);
         for span in spans.drain(..) {
             let start = pos;
+            let at = record_start(start, span.skipped_bytes, span.skipped_lines);
             pos = (pos.0 + span.len as u64, pos.1 + span.lines);
             match span.error {
-                None => out.accept(None, (start.1 + 1) as i64, &mut self.event_time),
+                None => out.accept(None, (at.1 + 1) as i64, &mut self.event_time),
                 Some(message) => {
-                    if let Some(stop) = self.bad_record(i, start, pos, &message)? {
+                    if let Some(stop) = self.bad_record(i, start, at, pos, &message)? {
                         return Ok(Some(stop));
                     }
                 }
@@ -519,12 +527,14 @@ impl State {
         Ok(None)
     }
 
-    /// Applies the bad-record policy to the record of file `i` in
-    /// `[start, end)`; returns `start` when the batch must stop there.
+    /// Applies the bad-record policy to the record of file `i` at `at`
+    /// (byte, line) that ends at `end`, in the frame that begins at `start`;
+    /// returns `start` when the batch must stop there.
     fn bad_record(
         &mut self,
         i: usize,
         start: (u64, u64),
+        at: (u64, u64),
         end: (u64, u64),
         message: &str,
     ) -> Result<Option<(u64, u64)>> {
@@ -533,7 +543,7 @@ impl State {
         metrics::counter!("velo_source_bad_records_total", "source" => "file").increment(1);
         match self.opts.errors {
             BadRecordPolicy::Fail => {
-                self.pending_error = Some(Error::decode(location(&path, start), message));
+                self.pending_error = Some(Error::decode(location(&path, at), message));
                 return Ok(Some(start));
             }
             BadRecordPolicy::Skip => {
@@ -541,16 +551,16 @@ impl State {
                     tracing::warn!(
                         bad_records = self.bad_records,
                         "skipping bad record at {}: {message}",
-                        location(&path, start)
+                        location(&path, at)
                     );
                 }
             }
             BadRecordPolicy::DeadLetter => {
-                let raw = self.files[i].raw_bytes(start.0, end.0);
+                let raw = self.files[i].raw_bytes(at.0, end.0);
                 let letter = DeadLetter {
                     source: &path.display().to_string(),
-                    byte_offset: start.0,
-                    line: start.1 + 1,
+                    byte_offset: at.0,
+                    line: at.1 + 1,
                     error: message,
                     raw: String::from_utf8_lossy(&raw)
                         .trim_end_matches(['\n', '\r'])

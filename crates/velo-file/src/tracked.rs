@@ -600,6 +600,8 @@ fn next_records(
         let frame = Frame {
             len: 0,
             lines: 1,
+            skipped_bytes: 0,
+            skipped_lines: 0,
             result,
             schema: inferred.schema.clone(),
         };

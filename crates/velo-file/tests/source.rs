@@ -418,6 +418,78 @@ async fn corrupt_checkpoint_names_the_file() {
     );
 }
 
+/// Blank lines before a record, and a JSON array's separators, belong to
+/// its frame but not to it: the record's offset, a bad record's error and
+/// its dead letter name the record's own line and byte, in records and in
+/// columns.
+#[tokio::test]
+async fn records_after_blank_lines_and_separators_name_their_own_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("gaps.csv");
+    // Lines: 1 header, 2 `1,a`, 3-4 blank, 5 `2,b`, 6 blank (with spaces), 7 `x,c`.
+    std::fs::write(&csv, "n,s\n1,a\n\n\n2,b\n  \nx,c\n").unwrap();
+    let bad_at = "n,s\n1,a\n\n\n2,b\n  \n".len();
+    for columns in [false, true] {
+        let u = uri(&csv, "schema=n:integer,s:string");
+        let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
+        let good = if columns {
+            let batches = r.read_columns(10).await.unwrap();
+            batches
+                .into_iter()
+                .flat_map(velo_datasource_core::columns::ColumnBatch::into_records)
+                .collect()
+        } else {
+            r.read_batch(10).await.unwrap()
+        };
+        let offsets: Vec<i64> = good.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [2, 5], "columns: {columns}");
+        let e = r.read_batch(10).await.unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("gaps.csv, byte {bad_at} (line 7)")),
+            "columns: {columns}: {e}"
+        );
+    }
+    let dlq = dir.path().join("dlq.jsonl");
+    let u = uri(
+        &csv,
+        &format!(
+            "schema=n:integer,s:string&errors=dead_letter&errors.dead_letter={}",
+            dlq.display()
+        ),
+    );
+    let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
+    read_all(r.as_mut()).await.unwrap();
+    r.commit().await.unwrap();
+    let letter: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&dlq).unwrap().trim()).unwrap();
+    assert_eq!(letter["line"], 7, "{letter}");
+    assert_eq!(letter["byte_offset"], bad_at, "{letter}");
+    assert_eq!(letter["raw"], "x,c", "{letter}");
+
+    // A pretty-printed JSON array: each object on the line it starts on.
+    let json = dir.path().join("pretty.json");
+    std::fs::write(
+        &json,
+        "[\n  {\"n\": 1},\n\n  {\"n\": 2},\n  {\"n\": 3,}\n]\n",
+    )
+    .unwrap();
+    let mut r = source(&uri(&json, "format=json_array"))
+        .await
+        .unwrap()
+        .create_reader()
+        .await
+        .unwrap();
+    let good = r.read_batch(10).await.unwrap();
+    let offsets: Vec<i64> = good.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, [2, 4]);
+    let e = r.read_batch(10).await.unwrap_err().to_string();
+    let bad_at = "[\n  {\"n\": 1},\n\n  {\"n\": 2},\n  ".len();
+    assert!(
+        e.contains(&format!("pretty.json, byte {bad_at} (line 5)")),
+        "{e}"
+    );
+}
+
 const MALFORMED: &str = "id,v\n1,a\nx,b\n3,c\n4,d,extra\n5,e\n";
 
 #[tokio::test]

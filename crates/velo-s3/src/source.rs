@@ -658,7 +658,10 @@ impl S3Reader {
                         Err(e) => bad(
                             self.policy,
                             &mut self.skipped,
-                            &format!("{what}, byte {}", at - frame.len as u64),
+                            &format!(
+                                "{what}, byte {}",
+                                at - (frame.len - frame.skipped_bytes) as u64
+                            ),
                             &e,
                         )?,
                     }

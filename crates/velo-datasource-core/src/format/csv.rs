@@ -118,6 +118,15 @@ impl Cells<'_> {
     }
 }
 
+/// A record's frame, as [`Frame`]'s fields of the same names.
+#[derive(Debug, Clone, Copy)]
+struct FrameLen {
+    len: usize,
+    lines: u64,
+    skipped_bytes: usize,
+    skipped_lines: u64,
+}
+
 /// Decodes CSV data rows (after the header) into typed values.
 #[derive(Debug)]
 pub struct CsvDecoder {
@@ -216,7 +225,7 @@ impl CsvDecoder {
 
     /// Frames up to `max` records and hands each one to `record`: its cells,
     /// where it starts in `input` when its cells are slices of it (`None`:
-    /// csv-core's unescaped copy), and its frame's `len` and `lines`.
+    /// csv-core's unescaped copy), and its frame.
     ///
     /// A record's cell ends are appended to `ends` (the cells' `ends` are
     /// that tail); they are kept there when `record` returns `true`.
@@ -226,7 +235,7 @@ impl CsvDecoder {
         eof: bool,
         max: usize,
         ends: &mut Vec<usize>,
-        mut record: impl FnMut(&Converter, Cells<'_>, Option<usize>, usize, u64) -> bool,
+        mut record: impl FnMut(&Converter, Cells<'_>, Option<usize>, FrameLen) -> bool,
     ) -> usize {
         let mut consumed = 0;
         let mut produced = 0;
@@ -242,7 +251,7 @@ impl CsvDecoder {
                     break;
                 }
                 Split::Line { len, content } => {
-                    let at = consumed;
+                    let (at, lines_before) = (consumed, lines);
                     consumed += len;
                     lines += u64::from(rest[..len].last() == Some(&b'\n'));
                     let line = &rest[..content];
@@ -260,8 +269,12 @@ impl CsvDecoder {
                             gap: 1,
                         },
                         Some(at),
-                        consumed - frame_start,
-                        lines,
+                        FrameLen {
+                            len: consumed - frame_start,
+                            lines,
+                            skipped_bytes: at - frame_start,
+                            skipped_lines: lines_before,
+                        },
                     )
                 }
                 Split::NeedsCsvCore => {
@@ -279,6 +292,7 @@ impl CsvDecoder {
                         len += 1;
                     }
                     let bytes = &rest[..len];
+                    let (at, lines_before) = (consumed, lines);
                     consumed += len;
                     lines += memchr::memchr_iter(b'\n', bytes).count() as u64;
                     if is_blank(n, bytes) {
@@ -294,8 +308,12 @@ impl CsvDecoder {
                             gap: 0,
                         },
                         None,
-                        consumed - frame_start,
-                        lines,
+                        FrameLen {
+                            len: consumed - frame_start,
+                            lines,
+                            skipped_bytes: at - frame_start,
+                            skipped_lines: lines_before,
+                        },
                     )
                 }
             };
@@ -480,16 +498,17 @@ impl Decoder for CsvDecoder {
     fn decode(&mut self, input: &[u8], eof: bool, max: usize, out: &mut Vec<Frame>) -> usize {
         let mut ends = std::mem::take(&mut self.ends);
         ends.clear();
-        let consumed =
-            self.decode_with(input, eof, max, &mut ends, |conv, cells, _, len, lines| {
-                out.push(Frame {
-                    len,
-                    lines,
-                    result: conv.convert(cells),
-                    schema: conv.schema.clone(),
-                });
-                false
+        let consumed = self.decode_with(input, eof, max, &mut ends, |conv, cells, _, f| {
+            out.push(Frame {
+                len: f.len,
+                lines: f.lines,
+                skipped_bytes: f.skipped_bytes,
+                skipped_lines: f.skipped_lines,
+                result: conv.convert(cells),
+                schema: conv.schema.clone(),
             });
+            false
+        });
         self.ends = ends;
         consumed
     }
@@ -866,6 +885,8 @@ mod tests {
         let span = |f: &Frame| Span {
             len: f.len,
             lines: f.lines,
+            skipped_bytes: f.skipped_bytes,
+            skipped_lines: f.skipped_lines,
             error: f.result.as_ref().err().cloned(),
         };
         assert_eq!(rows.iter().map(span).collect::<Vec<_>>(), framed);

@@ -272,6 +272,7 @@ impl Decoder for JsonLinesDecoder {
                 None if eof => (rest, rest.len(), 0),
                 None => break,
             };
+            let (at, lines_before) = (consumed, lines);
             consumed += len;
             lines += ended;
             // A blank line is no record; its bytes count with the next one.
@@ -282,6 +283,8 @@ impl Decoder for JsonLinesDecoder {
             out.push(Frame {
                 len: consumed - frame_start,
                 lines,
+                skipped_bytes: at - frame_start,
+                skipped_lines: lines_before,
                 result,
                 schema: self.inner.schema.clone(),
             });
@@ -399,7 +402,7 @@ impl Decoder for JsonArrayDecoder {
                         None if eof => input.len() - pos,
                         None => break,
                     };
-                    let start = pending;
+                    let (start, at) = (pending, pos);
                     let bytes = &input[pos..pos + len];
                     pos += len;
                     pending = pos;
@@ -407,6 +410,8 @@ impl Decoder for JsonArrayDecoder {
                     out.push(Frame {
                         len: pos - start,
                         lines: count_lines(&input[start..pos]),
+                        skipped_bytes: at - start,
+                        skipped_lines: count_lines(&input[start..at]),
                         result: self.inner.decode(bytes),
                         schema: self.inner.schema.clone(),
                     });
@@ -414,7 +419,7 @@ impl Decoder for JsonArrayDecoder {
                 }
                 (state, b) => {
                     // Not an array, or text after its end: one bad frame for the rest.
-                    let start = pending;
+                    let (start, at) = (pending, pos);
                     pos = input.len();
                     pending = pos;
                     let what = if state == ArrayState::Closed {
@@ -425,6 +430,8 @@ impl Decoder for JsonArrayDecoder {
                     out.push(Frame {
                         len: pos - start,
                         lines: count_lines(&input[start..]),
+                        skipped_bytes: at - start,
+                        skipped_lines: count_lines(&input[start..at]),
                         result: Err(format!("{what} (found `{}`)", b as char)),
                         schema: self.inner.schema.clone(),
                     });
@@ -441,6 +448,8 @@ impl Decoder for JsonArrayDecoder {
             out.push(Frame {
                 len: input.len() - pending,
                 lines: count_lines(&input[pending..]),
+                skipped_bytes: 0,
+                skipped_lines: 0,
                 result: Err("the JSON array is not closed with `]`".into()),
                 schema: self.inner.schema.clone(),
             });

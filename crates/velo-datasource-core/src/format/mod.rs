@@ -48,6 +48,12 @@ pub struct Frame {
     pub len: usize,
     /// Line breaks inside those bytes.
     pub lines: u64,
+    /// Of `len`, the bytes before the record itself (blank lines, an array's
+    /// separators): the record starts this far into its frame.
+    pub skipped_bytes: usize,
+    /// Line breaks in those skipped bytes: the record's line is this many
+    /// after its frame's first.
+    pub skipped_lines: u64,
     /// The values in `schema` order, or why the record is bad.
     pub result: std::result::Result<Vec<FieldValue>, String>,
     /// The schema the values follow (JSON decoders widen it as data demands).
@@ -62,6 +68,10 @@ pub struct Span {
     pub len: usize,
     /// As [`Frame::lines`].
     pub lines: u64,
+    /// As [`Frame::skipped_bytes`].
+    pub skipped_bytes: usize,
+    /// As [`Frame::skipped_lines`].
+    pub skipped_lines: u64,
     /// Why the record is bad; `None` when its values were appended.
     pub error: Option<String>,
 }

@@ -10,7 +10,7 @@
 //! bad records exactly as `decode` does; bad input is rare and gets the slow
 //! path.
 
-use super::{Cells, Converter, CsvDecoder, Span};
+use super::{Cells, Converter, CsvDecoder, FrameLen, Span};
 use crate::columns::{Column, Columns};
 use crate::schema::DataType;
 use crate::value::{FieldValue, parse_bool, parse_float, parse_timestamp_with, trim};
@@ -61,12 +61,14 @@ impl CsvDecoder {
         framed.ends.clear();
         framed.copied.clear();
         let mut ends = std::mem::take(&mut framed.ends);
-        let consumed = self.decode_with(input, eof, max, &mut ends, |_, cells, at, len, lines| {
+        let consumed = self.decode_with(input, eof, max, &mut ends, |_, cells, at, f: FrameLen| {
             let n = cells.ends.len();
             let this = out.len();
             out.push(Span {
-                len,
-                lines,
+                len: f.len,
+                lines: f.lines,
+                skipped_bytes: f.skipped_bytes,
+                skipped_lines: f.skipped_lines,
                 error: None,
             });
             if n != width {

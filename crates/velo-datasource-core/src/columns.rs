@@ -93,7 +93,7 @@ impl TextColumn {
     }
 
     #[inline]
-    fn push(&mut self, s: &str) {
+    pub(crate) fn push(&mut self, s: &str) {
         self.text.push_str(s);
         self.ends.push(self.text.len());
     }
@@ -288,6 +288,32 @@ impl Column {
                 self.data = ColumnData::Values(values);
                 self.nulls = None;
             }
+        }
+    }
+
+    /// The text of a text column that has no null so far: a decoder
+    /// appends non-null cells there without a null test per cell.
+    #[inline]
+    pub(crate) fn text_mut(&mut self) -> Option<&mut TextColumn> {
+        match (&mut self.data, &self.nulls) {
+            (ColumnData::Text(t), None) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Room for `rows` more rows and, in a text column, `text` more bytes,
+    /// so that a decoder filling a batch grows each buffer once.
+    pub(crate) fn reserve(&mut self, rows: usize, text: usize) {
+        match &mut self.data {
+            ColumnData::Boolean(v) => v.reserve(rows),
+            ColumnData::Integer(v) => v.reserve(rows),
+            ColumnData::Float(v) => v.reserve(rows),
+            ColumnData::Timestamp(v) => v.reserve(rows),
+            ColumnData::Text(t) => {
+                t.ends.reserve(rows);
+                t.text.reserve(text);
+            }
+            ColumnData::Values(v) => v.reserve(rows),
         }
     }
 

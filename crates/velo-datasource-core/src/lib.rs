@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod columns;
 pub mod config;
+mod digits;
 mod error;
 pub mod event_time;
 pub mod format;

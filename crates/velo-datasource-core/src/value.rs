@@ -810,11 +810,8 @@ pub(crate) fn parse_timestamp_with(text: &str, dates: &DateCache) -> Option<Date
 /// parsed without chrono's general parser; `None` sends anything else (and
 /// anything invalid) to the full parsers.
 fn parse_iso_fast(b: &[u8], dates: &DateCache) -> Option<DateTime<Utc>> {
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
+    let secs = crate::digits::hh_mm_ss(&b[11..])?;
     let date = dates.date(&b[0..10])?;
-    let (h, m, s) = (two_digits(b, 11)?, two_digits(b, 14)?, two_digits(b, 17)?);
     let mut i = 19;
     let mut nanos = 0u32;
     if b.get(i) == Some(&b'.') {
@@ -849,11 +846,8 @@ fn parse_iso_fast(b: &[u8], dates: &DateCache) -> Option<DateTime<Utc>> {
     };
     // UTC (the common case) needs no arithmetic: chrono keeps a date and a
     // time, and the Duration subtraction was a tenth of decoding a CSV row
-    // with one timestamp (perf). A leap second (60) goes to chrono's parser.
-    if h > 23 || m > 59 || s > 59 {
-        return None;
-    }
-    let time = NaiveTime::from_num_seconds_from_midnight_opt(h * 3600 + m * 60 + s, nanos)?;
+    // with one timestamp (perf). A leap second (60) went to chrono's parser.
+    let time = NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)?;
     let naive = date.and_time(time);
     if offset_secs == 0 {
         return Some(naive.and_utc());

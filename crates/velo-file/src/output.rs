@@ -139,6 +139,8 @@ pub(crate) struct ColumnsOut {
     done: Vec<ColumnBatch>,
     current: Option<(Columns, Vec<RowMeta>)>,
     rows: usize,
+    /// The most rows the batch may hold.
+    max: usize,
     now: DateTime<Utc>,
     /// The first batches of `done`, whose event times are already set (a
     /// kept batch of records).
@@ -146,11 +148,12 @@ pub(crate) struct ColumnsOut {
 }
 
 impl ColumnsOut {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         ColumnsOut {
             done: Vec::new(),
             current: None,
             rows: 0,
+            max,
             now: Utc::now(),
             timed: 0,
         }
@@ -164,7 +167,9 @@ impl ColumnsOut {
             .is_some_and(|(c, _)| Arc::ptr_eq(c.schema(), schema) || **c.schema() == **schema);
         if !same {
             self.close();
-            self.current = Some((Columns::new(schema.clone()), Vec::new()));
+            // Row metadata for the rest of the batch at once, as in `Records::new`.
+            let rows = Vec::with_capacity(self.max.saturating_sub(self.rows).min(1 << 20));
+            self.current = Some((Columns::new(schema.clone()), rows));
         }
         self.current.as_mut().expect("set above")
     }
@@ -250,8 +255,10 @@ impl Output for ColumnsOut {
             // Event times were set as the records were accepted.
             Unclaimed::Records(r) => {
                 let done = ColumnBatch::from_records(r.records);
+                let rows = done.iter().map(ColumnBatch::len).sum();
                 ColumnsOut {
-                    rows: done.iter().map(ColumnBatch::len).sum(),
+                    rows,
+                    max: rows,
                     timed: done.len(),
                     done,
                     current: None,

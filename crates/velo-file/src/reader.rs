@@ -413,7 +413,7 @@ impl State {
             self.scan()?;
         }
         let mut located = Vec::new();
-        let mut spans = Vec::new();
+        let mut spans = Vec::with_capacity(max.min(1 << 20));
         let mut i = 0;
         while out.len() < max && i < self.files.len() {
             if self.files[i].finished {
@@ -937,7 +937,7 @@ impl DataReader for FileReader {
     }
 
     async fn read_columns(&mut self, max_size: usize) -> Result<Vec<ColumnBatch>> {
-        let out = self.read_with(max_size, |_| ColumnsOut::new()).await?;
+        let out = self.read_with(max_size, ColumnsOut::new).await?;
         Ok(out.finish(&mut self.state()?.event_time))
     }
 

@@ -262,9 +262,13 @@ async fn reads_dropped_mid_pass_lose_and_repeat_nothing() {
             }
         }
         assert!(dropped > 1, "{dropped} reads were dropped");
-        // Read ahead, only the first read needs a pass: the drops after it
-        // were waits, which hold no records.
-        assert_eq!(committed.is_some(), every_read_blocks);
+        // With every read a pass, some drop came after records were handed
+        // out. (Reading ahead, a drop after the first read is usually a
+        // wait, which holds no records, but on a busy machine a read may
+        // wait for its read ahead too: either way it is covered above.)
+        if every_read_blocks {
+            assert!(committed.is_some(), "no read was dropped mid-pass");
+        }
         if committed.is_none() {
             r.commit().await.unwrap();
             committed = Some(got.len());

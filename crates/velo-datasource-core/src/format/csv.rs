@@ -166,6 +166,9 @@ struct NullTokens {
     /// Whether a token reads as an integer (such as `0` or `-1`): integer
     /// cells must then be tested for nulls before they are parsed.
     integer: bool,
+    /// Whether a token could read as a short decimal (only digits, signs
+    /// and points, such as `0.0`): the same for float cells.
+    decimal: bool,
 }
 
 impl NullTokens {
@@ -176,6 +179,7 @@ impl NullTokens {
             lengths: 0,
             firsts: [0; 4],
             integer: false,
+            decimal: false,
         };
         for t in tokens {
             let Some(&first) = t.as_bytes().first() else {
@@ -185,6 +189,7 @@ impl NullTokens {
             n.lengths |= 1 << t.len().min(63);
             n.firsts[usize::from(first / 64)] |= 1 << (first % 64);
             n.integer |= trim(t).parse::<i64>().is_ok();
+            n.decimal |= t.bytes().all(|b| b.is_ascii_digit() || b"+-.".contains(&b));
             n.tokens.push(t.clone());
         }
         n
@@ -957,6 +962,72 @@ mod tests {
         assert_columns_agree_with_rows(&o, data, 1000);
         // A bad cell sends the call through the record-at-a-time path.
         assert_columns_agree_with_rows(&o, b"1,2\n-,3\n", 1000);
+    }
+
+    /// Float cells read a word at a time, those that are not, and null
+    /// tokens that read as decimals; text cells before and after a null.
+    #[test]
+    fn float_and_text_cells_short_long_and_null_tokens() {
+        let data: &[u8] = b"100.23,x
+-0.5,
++7,y
+.5,NA
+1234.5678,z
+ 2.5 ,w
+1e3,v
+0.0,NA
+-1,u
+";
+        let mut o = opts();
+        o.schema = Some(Arc::new(
+            crate::format::parse_schema_spec("a:float?,b:string?").unwrap(),
+        ));
+        o.null_tokens = vec![String::new(), "NA".into()];
+        let decoded = |o: &FormatOptions| {
+            let mut dec = CsvDecoder::new(o, o.schema.clone().unwrap());
+            let mut columns = Columns::new(o.schema.clone().unwrap());
+            dec.decode_columns(data, true, 1000, &mut Vec::new(), &mut columns);
+            let batch = batch_of(columns);
+            (0..2)
+                .map(|i| (0..batch.len()).map(|r| batch.column(i).get(r)).collect())
+                .collect::<Vec<Vec<_>>>()
+        };
+        use FieldValue::{Float as F, Null, String as S};
+        let got = decoded(&o);
+        assert_eq!(
+            got[0],
+            [
+                F(100.23),
+                F(-0.5),
+                F(7.0),
+                F(0.5),
+                F(1234.5678),
+                F(2.5),
+                F(1000.0),
+                F(0.0),
+                F(-1.0)
+            ]
+        );
+        let text = |t: &str| S(t.into());
+        assert_eq!(
+            got[1],
+            [
+                text("x"),
+                Null,
+                text("y"),
+                Null,
+                text("z"),
+                text("w"),
+                text("v"),
+                Null,
+                text("u")
+            ]
+        );
+        assert_columns_agree_with_rows(&o, data, 1000);
+        // Null tokens that read as decimals are nulls, not numbers.
+        o.null_tokens = vec!["0.0".into(), "-1".into()];
+        assert_eq!(decoded(&o)[0][6..], [F(1000.0), Null, Null]);
+        assert_columns_agree_with_rows(&o, data, 1000);
     }
 
     /// Calls of many typing blocks: clean, with a quoted row in a later

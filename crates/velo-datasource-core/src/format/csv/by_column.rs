@@ -12,6 +12,7 @@
 
 use super::{Cells, Converter, CsvDecoder, FrameLen, Span};
 use crate::columns::{Column, Columns};
+use crate::digits::{eight_digits, short_decimal};
 use crate::schema::DataType;
 use crate::value::{FieldValue, parse_bool, parse_float, parse_timestamp_with, trim};
 
@@ -31,6 +32,17 @@ pub(super) struct Framed {
     ends: Vec<usize>,
     /// csv-core's unescaped copies of quoted records.
     copied: Vec<u8>,
+}
+
+impl Framed {
+    /// The bytes of column `i`'s cells in all rows of `width` cells.
+    fn text_bytes(&self, i: usize, width: usize) -> usize {
+        self.rows
+            .iter()
+            .zip(self.ends.chunks_exact(width))
+            .map(|(row, ends)| ends[i] - if i == 0 { 0 } else { ends[i - 1] + row.gap })
+            .sum()
+    }
 }
 
 /// Where one well-formed record's cells are.
@@ -133,6 +145,14 @@ impl Converter {
         columns: &mut Columns,
     ) -> Option<()> {
         let width = self.types.len();
+        // Each buffer grows once per call: a text column by its cells' bytes.
+        for i in 0..width {
+            let text = match self.types[i] {
+                DataType::String | DataType::Any => framed.text_bytes(i, width),
+                _ => 0,
+            };
+            columns.column_mut(i).reserve(framed.rows.len(), text);
+        }
         let blocks = framed
             .rows
             .chunks(BLOCK)
@@ -167,14 +187,9 @@ impl Converter {
             let cells = ranges.clone().map(|(source, a, b)| source.get(a..b));
             let column = columns.column_mut(i);
             match &self.types[i] {
-                DataType::String | DataType::Any => self.fill(i, cells, column, |c, col| {
-                    col.push_str(c);
-                    Some(())
-                }),
+                DataType::String | DataType::Any => self.fill_text(i, cells, column),
                 DataType::Integer => self.fill_integers(i, ranges, column),
-                DataType::Float => self.fill(i, cells, column, |c, col| {
-                    parse_float(trim(c)).map(|v| col.push_float(v))
-                }),
+                DataType::Float => self.fill_floats(i, ranges, column),
                 DataType::Boolean => self.fill(i, cells, column, |c, col| {
                     parse_bool(trim(c)).map(|v| col.push_boolean(v))
                 }),
@@ -225,6 +240,67 @@ impl Converter {
         Some(())
     }
 
+    /// [`fill`](Self::fill) for a text column: straight into its text
+    /// until its first null, if any.
+    #[inline(always)]
+    fn fill_text<'a>(
+        &self,
+        i: usize,
+        mut cells: impl Iterator<Item = Option<&'a str>>,
+        column: &mut Column,
+    ) -> Option<()> {
+        if let Some(text) = column.text_mut() {
+            loop {
+                let Some(c) = cells.next() else {
+                    return Some(());
+                };
+                let c = c?;
+                if self.nulls.matches(c) {
+                    break;
+                }
+                text.push(c);
+            }
+            if !self.nullable[i] {
+                return None;
+            }
+            column.push_null();
+        }
+        self.fill(i, cells, column, |c, col| {
+            col.push_str(c);
+            Some(())
+        })
+    }
+
+    /// [`fill`](Self::fill) for a float column: a short decimal
+    /// ([`short_decimal`]) is read from one word of its source unless a null
+    /// token is such a number; any other cell goes through `parse_float`
+    /// after the null test, as in `fill`.
+    #[inline(always)]
+    fn fill_floats<'a>(
+        &self,
+        i: usize,
+        cells: impl Iterator<Item = (&'a str, usize, usize)>,
+        column: &mut Column,
+    ) -> Option<()> {
+        let fast = !self.nulls.decimal;
+        for (source, a, b) in cells {
+            if let Some(v) = short_decimal(source.as_bytes(), a, b).filter(|_| fast) {
+                column.push_float(v);
+                continue;
+            }
+            let c = source.get(a..b)?;
+            if self.nulls.matches(c) {
+                if !self.nullable[i] {
+                    return None;
+                }
+                column.push_null();
+            } else {
+                column.push_float(parse_float(trim(c))?);
+            }
+        }
+        Some(())
+    }
+
     /// Appends column `i`'s `cells` by `push`, nulls by the null rule;
     /// `None` at the first cell that is not valid.
     #[inline(always)]
@@ -247,83 +323,5 @@ impl Converter {
             }
         }
         Some(())
-    }
-}
-
-/// `text[start..end]` as a number when it is one to eight ASCII digits,
-/// read as one little-endian word (the eight bytes ending at `end`) and
-/// combined in three multiplications; `None` for anything else, or when
-/// fewer than eight bytes end at `end`. Against `str::parse` on the two
-/// integer columns of the benchmark's trades, cachegrind counted 73 fewer
-/// instructions per record (about 140 down to 65).
-#[inline(always)]
-fn eight_digits(text: &[u8], start: usize, end: usize) -> Option<i64> {
-    let len = end.checked_sub(start).filter(|n| (1..=8).contains(n))?;
-    let word = u64::from_le_bytes(text.get(end.checked_sub(8)?..end)?.try_into().ok()?);
-    // The cell is the word's last `len` bytes; the bytes before it become `0`s.
-    let cell = u64::MAX << (8 * (8 - len));
-    let digits = (word & cell) | (0x3030_3030_3030_3030 & !cell);
-    // Each byte in `0x30..=0x39`: high nibble 3, and still 3 after adding 6.
-    let nibbles = (digits & 0xF0F0_F0F0_F0F0_F0F0)
-        | ((digits.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) >> 4);
-    if nibbles != 0x3333_3333_3333_3333 {
-        return None;
-    }
-    // Pairs, then fours, then all eight (the first digit is the lowest byte).
-    let v = digits - 0x3030_3030_3030_3030;
-    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
-    let mask = 0x0000_00FF_0000_00FF;
-    let v = (v & mask)
-        .wrapping_mul(100 + (1_000_000 << 32))
-        .wrapping_add(((v >> 16) & mask).wrapping_mul(1 + (10_000 << 32)))
-        >> 32;
-    i64::try_from(v).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::eight_digits;
-    use proptest::prelude::*;
-
-    /// `eight_digits` of `cell` placed after `before`, or `None`.
-    fn read(before: &str, cell: &str) -> Option<i64> {
-        let text = format!("{before}{cell}");
-        eight_digits(text.as_bytes(), before.len(), text.len())
-    }
-
-    #[test]
-    fn digits_read_from_the_word_that_ends_the_cell() {
-        assert_eq!(read("12345678,", "0"), Some(0));
-        assert_eq!(read("xxxxxxxx", "42"), Some(42));
-        assert_eq!(read("", "12345678"), Some(12_345_678));
-        assert_eq!(read("99999999", "00000007"), Some(7));
-        assert_eq!(read("1,", "99999999"), Some(99_999_999));
-        // Not digits, too long, empty, or fewer than eight bytes to read.
-        for (before, cell) in [
-            ("xxxxxxxx", "4a"),
-            ("xxxxxxxx", "-4"),
-            ("xxxxxxxx", " 4"),
-            ("xxxxxxxx", "4:"),
-            ("xxxxxxxx", "4/"),
-            ("x", "123456789"),
-            ("xxxxxxxx", ""),
-            ("", "42"),
-        ] {
-            assert_eq!(read(before, cell), None, "{before:?} {cell:?}");
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn agrees_with_str_parse(before in "[ -~]{8}", cell in "[ -~]{1,8}") {
-            let parsed = cell.parse::<i64>().ok().filter(|_| cell.bytes().all(|b| b.is_ascii_digit()));
-            prop_assert_eq!(read(&before, &cell), parsed);
-        }
-
-        #[test]
-        fn every_number_of_up_to_eight_digits(n in 0u32..100_000_000, width in 1usize..=8) {
-            let cell = format!("{n:0width$}");
-            prop_assert_eq!(read("abcdefgh", &cell), cell.parse::<i64>().ok().filter(|_| cell.len() <= 8));
-        }
     }
 }

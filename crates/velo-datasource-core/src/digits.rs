@@ -62,6 +62,15 @@ pub(crate) fn eight_digits(text: &[u8], start: usize, end: usize) -> Option<i64>
     all_digits(digits).then(|| combine(digits) as i64)
 }
 
+/// [`eight_digits`] after an optional `-`.
+#[inline(always)]
+pub(crate) fn short_integer(text: &[u8], start: usize, end: usize) -> Option<i64> {
+    match text.get(start)? {
+        b'-' => eight_digits(text, start + 1, end).map(|v| -v),
+        _ => eight_digits(text, start, end),
+    }
+}
+
 /// `text[start..end]` as an `f64` when it is an optional sign and then at
 /// most eight bytes of digits with at most one decimal point ("100.23",
 /// "-0.5", "42"); read from the eight
@@ -162,6 +171,14 @@ mod tests {
         ] {
             assert_eq!(integer(before, cell), None, "{before:?} {cell:?}");
         }
+    }
+
+    #[test]
+    fn negative_integers() {
+        assert_eq!(short_integer(b"xxxxxxx-42", 7, 10), Some(-42));
+        assert_eq!(short_integer(b"xxxxxxx+42", 7, 10), None);
+        assert_eq!(short_integer(b"xxxxxxxx--4", 8, 11), None);
+        assert_eq!(short_integer(b"xxxxxxxx-", 8, 9), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use super::{Cells, Converter, CsvDecoder, FrameLen, Span};
 use crate::columns::{Column, Columns};
-use crate::digits::{eight_digits, short_decimal};
+use crate::digits::{short_decimal, short_integer};
 use crate::schema::DataType;
 use crate::value::{FieldValue, parse_bool, parse_float, parse_timestamp_with, trim};
 
@@ -206,7 +206,7 @@ impl Converter {
 
     /// [`fill`](Self::fill) for an integer column: a cell of one to eight
     /// digits (and an optional `-`) is read from one word of its source
-    /// ([`eight_digits`]), unless a null token is such a number; any other
+    /// ([`short_integer`]), unless a null token is such a number; any other
     /// goes through `str::parse` after the null test, as in `fill`.
     #[inline(always)]
     fn fill_integers<'a>(
@@ -217,13 +217,7 @@ impl Converter {
     ) -> Option<()> {
         let fast = !self.nulls.integer;
         for (source, a, b) in cells {
-            let bytes = source.as_bytes();
-            let value = match bytes.get(a) {
-                _ if !fast => None,
-                Some(b'-') => eight_digits(bytes, a + 1, b).map(|v| -v),
-                _ => eight_digits(bytes, a, b),
-            };
-            if let Some(v) = value {
+            if let Some(v) = short_integer(source.as_bytes(), a, b).filter(|_| fast) {
                 column.push_integer(v);
                 continue;
             }

@@ -13,7 +13,7 @@ use velo_datasource_core::{Error, Result};
 
 use crate::fingerprint::Fingerprint;
 use crate::options::FileSourceOptions;
-use crate::read_ahead::{ReadAhead, read_at};
+use crate::read_ahead::{HEADROOM, ReadAhead, read_at};
 
 /// Bytes read from a file at a time.
 const CHUNK: usize = 256 * 1024;
@@ -68,7 +68,9 @@ pub(crate) struct Tracked {
     /// Next record to hand out.
     pub(crate) offset: u64,
     pub(crate) line: u64,
-    /// Bytes from `buf_base` on; `buf[decoded - buf_base..]` is not decoded yet.
+    /// Bytes from `buf_base` on; `buf[decoded - buf_base..]` is not decoded
+    /// yet. Bytes before `offset.min(decoded)` were handed out and may be
+    /// stale (see `take_ahead`).
     buf: Vec<u8>,
     buf_base: u64,
     decoded: u64,
@@ -369,11 +371,26 @@ impl Tracked {
             return Some(false);
         };
         self.ahead = None;
-        let bytes = result.ok()?;
-        self.compact();
-        self.buf.extend_from_slice(&bytes);
-        self.advance_read(bytes.len());
-        if bytes.len() == CHUNK {
+        let mut bytes = result.ok()?;
+        let n = bytes.len() - HEADROOM;
+        // The bytes still needed (from the next record to hand out on)
+        // go in front of the new ones, which then are the buffer; what is
+        // before them there stands for input already handed out, never read.
+        let keep_at = self.offset.min(self.decoded);
+        let keep = &self.buf[(keep_at - self.buf_base) as usize..];
+        match HEADROOM.checked_sub(keep.len()) {
+            Some(start) if keep_at >= start as u64 => {
+                bytes[start..HEADROOM].copy_from_slice(keep);
+                self.buf = bytes;
+                self.buf_base = keep_at - start as u64;
+            }
+            _ => {
+                self.compact();
+                self.buf.extend_from_slice(&bytes[HEADROOM..]);
+            }
+        }
+        self.advance_read(n);
+        if n == CHUNK {
             self.start_ahead();
         }
         Some(true)

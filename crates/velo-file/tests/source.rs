@@ -311,6 +311,73 @@ async fn a_bad_record_in_a_later_batch_is_reported_in_its_place() {
     assert_eq!(line_of(&r.position().unwrap()), 1501);
 }
 
+/// A file of many read-ahead chunks (256 KB each), read in batches of
+/// changing sizes, as records and as columns, with bad rows here and there
+/// past chunk boundaries: every good row arrives once, in order, at its own
+/// line, and each bad row is a dead letter with its own raw line and line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_file_read_ahead_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.csv");
+    let dead = dir.path().join("dead.jsonl");
+    let rows = 60_000;
+    let is_bad = |i: usize| i % 7919 == 7918;
+    let mut body = String::from("n,s\n");
+    for i in 0..rows {
+        if is_bad(i) {
+            body.push_str(&format!("x{i},bad\n"));
+        } else {
+            body.push_str(&format!("{i},{}\n", "p".repeat(1 + i % 97)));
+        }
+    }
+    assert!(body.len() > 10 * 256 * 1024, "{} bytes", body.len());
+    std::fs::write(&path, body).unwrap();
+    let u = uri(
+        &path,
+        &format!(
+            "schema=n:integer,s:string&errors=dead_letter&errors.dead_letter={}",
+            dead.display()
+        ),
+    );
+    let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
+    let mut got = Vec::new();
+    let sizes = [1000, 1, 4000, 333, 10_000];
+    for call in 0.. {
+        let size = sizes[call % sizes.len()];
+        let records = if call % 2 == 0 {
+            r.read_batch(size).await.unwrap()
+        } else {
+            let batches = r.read_columns(size).await.unwrap();
+            batches.into_iter().flat_map(|b| b.into_records()).collect()
+        };
+        assert!(records.len() <= size);
+        got.extend(records);
+        if !r.has_more().await.unwrap() {
+            break;
+        }
+    }
+    r.commit().await.unwrap();
+    let want = (0..rows).filter(|&i| !is_bad(i));
+    assert_eq!(got.len(), want.clone().count());
+    for (record, n) in got.iter().zip(want) {
+        assert_eq!(record.get("n").and_then(|v| v.as_i64()), Some(n as i64));
+        assert_eq!(record.offset, n as i64 + 2, "row {n}");
+        let s = record.get("s").and_then(|v| v.as_str().map(str::len));
+        assert_eq!(s, Some(1 + n % 97), "row {n}");
+    }
+    let letters: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let bad: Vec<usize> = (0..rows).filter(|&i| is_bad(i)).collect();
+    assert_eq!(letters.len(), bad.len());
+    for (letter, i) in letters.iter().zip(bad) {
+        assert_eq!(letter["raw"], format!("x{i},bad"));
+        assert_eq!(letter["line"], i + 2);
+    }
+}
+
 #[tokio::test]
 async fn position_restore_and_seek() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@
 //! stdout and `target/bench/report.md`.
 
 use std::process::{Command, ExitCode};
+use std::sync::atomic::Ordering;
 
 use crate::services::ServiceKind;
 use crate::{Result, project_root};
@@ -48,11 +49,16 @@ pub(crate) fn run(quick: bool, only: Option<&str>) -> Result<ExitCode> {
         cmd.args(["--only", group]);
     }
     // The services the chosen workloads need, started like `itest` starts them.
+    let interrupted = crate::on_interrupt()?;
     let running = crate::services::up(crate::services::Mode::Native, services_for(only)?)?;
     for (k, v) in running.env() {
         cmd.env(k, v);
     }
-    let status = cmd.status().map_err(|e| format!("velo-bench: {e}"));
+    let status = if interrupted.load(Ordering::SeqCst) {
+        Ok(None)
+    } else {
+        crate::run_until_interrupted(&mut cmd, &interrupted).map_err(|e| format!("velo-bench: {e}"))
+    };
     let left = running.stop();
     if !left.is_empty() {
         return Err(format!(
@@ -60,8 +66,10 @@ pub(crate) fn run(quick: bool, only: Option<&str>) -> Result<ExitCode> {
             left.join("; ")
         ));
     }
-    if !status?.success() {
-        return Err("the benchmark run failed".into());
+    match status? {
+        None => return Ok(ExitCode::from(130)),
+        Some(status) if !status.success() => return Err("the benchmark run failed".into()),
+        Some(_) => {}
     }
     let md = std::fs::read_to_string(out_dir.join("report.md")).map_err(|e| e.to_string())?;
     print!("{md}");

@@ -16,10 +16,10 @@ mod tidy;
 mod tools;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -170,6 +170,44 @@ fn main() -> ExitCode {
 /// Errors of xtask: a message for a person.
 pub(crate) type Result<T> = std::result::Result<T, String>;
 
+/// A flag set when xtask is interrupted (Ctrl-C, `SIGTERM`, `SIGHUP`).
+///
+/// Ctrl-C reaches the child it runs (`cargo test`, the benchmark harness:
+/// same process group) but not the services (their own groups), and a
+/// `SIGTERM` reaches xtask alone: either way xtask survives it, and its
+/// caller stops the services and checks that none is left.
+pub(crate) fn on_interrupt() -> Result<Arc<AtomicBool>> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    ctrlc::set_handler(move || {
+        eprintln!("xtask: interrupted; stopping the services");
+        flag.store(true, Ordering::SeqCst);
+    })
+    .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+    Ok(interrupted)
+}
+
+/// Runs `cmd` to its end, or until `interrupted` is set: the child is then
+/// killed (a `SIGTERM` to xtask alone does not reach it) and `None` returned.
+pub(crate) fn run_until_interrupted(
+    cmd: &mut Command,
+    interrupted: &AtomicBool,
+) -> std::io::Result<Option<ExitStatus>> {
+    let mut child = cmd.spawn()?;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            // Already gone if the signal was a Ctrl-C to the whole group.
+            let _ = child.kill();
+            child.wait()?;
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn itest(only: &[Only], keep: bool, mode: Mode, cargo_args: &[String]) -> Result<ExitCode> {
     let all = only.is_empty();
     let want = |o: Only| {
@@ -189,15 +227,7 @@ fn itest(only: &[Only], keep: bool, mode: Mode, cargo_args: &[String]) -> Result
     .map(|(_, k)| k)
     .collect();
 
-    // Ctrl-C reaches cargo test (same process group) but not the services
-    // (their own groups): xtask survives it, stops them and checks.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = interrupted.clone();
-    ctrlc::set_handler(move || {
-        eprintln!("xtask: interrupted; stopping the services");
-        flag.store(true, Ordering::SeqCst);
-    })
-    .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+    let interrupted = on_interrupt()?;
 
     let phase = Instant::now();
     let running = services::up(mode, &kinds)?;
@@ -232,9 +262,11 @@ fn itest(only: &[Only], keep: bool, mode: Mode, cargo_args: &[String]) -> Result
                 cmd.env(k, v);
             }
             eprintln!("xtask: running {:?}", cmd);
-            let status = cmd
-                .status()
-                .map_err(|e| format!("cannot run cargo test: {e}"))?;
+            let Some(status) = run_until_interrupted(&mut cmd, &interrupted)
+                .map_err(|e| format!("cannot run cargo test: {e}"))?
+            else {
+                break;
+            };
             if !status.success() && failed.is_none() {
                 failed = Some(status);
             }

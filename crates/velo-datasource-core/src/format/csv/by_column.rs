@@ -188,8 +188,23 @@ impl Converter {
             let column = columns.column_mut(i);
             match &self.types[i] {
                 DataType::String | DataType::Any => self.fill_text(i, cells, column),
-                DataType::Integer => self.fill_integers(i, ranges, column),
-                DataType::Float => self.fill_floats(i, ranges, column),
+                // Unless a null token could be read as such a number.
+                DataType::Integer => self.fill_numbers(
+                    i,
+                    ranges,
+                    column,
+                    |t, a, b| short_integer(t, a, b).filter(|_| !self.nulls.integer),
+                    |c| c.parse().ok(),
+                    Column::push_integer,
+                ),
+                DataType::Float => self.fill_numbers(
+                    i,
+                    ranges,
+                    column,
+                    |t, a, b| short_decimal(t, a, b).filter(|_| !self.nulls.decimal),
+                    parse_float,
+                    Column::push_float,
+                ),
                 DataType::Boolean => self.fill(i, cells, column, |c, col| {
                     parse_bool(trim(c)).map(|v| col.push_boolean(v))
                 }),
@@ -204,21 +219,24 @@ impl Converter {
         Some(())
     }
 
-    /// [`fill`](Self::fill) for an integer column: a cell of one to eight
-    /// digits (and an optional `-`) is read from one word of its source
-    /// ([`short_integer`]), unless a null token is such a number; any other
-    /// goes through `str::parse` after the null test, as in `fill`.
+    /// [`fill`](Self::fill) for a number column: a short number is read
+    /// from one word of its source by `word` ([`short_integer`],
+    /// [`short_decimal`]); any other cell (or any cell, when `word` gives
+    /// way to a null token that could be such a number) goes through
+    /// `parse` after the null test, as in `fill`.
     #[inline(always)]
-    fn fill_integers<'a>(
+    fn fill_numbers<'a, T>(
         &self,
         i: usize,
         cells: impl Iterator<Item = (&'a str, usize, usize)>,
         column: &mut Column,
+        word: impl Fn(&[u8], usize, usize) -> Option<T>,
+        parse: impl Fn(&str) -> Option<T>,
+        push: impl Fn(&mut Column, T),
     ) -> Option<()> {
-        let fast = !self.nulls.integer;
         for (source, a, b) in cells {
-            if let Some(v) = short_integer(source.as_bytes(), a, b).filter(|_| fast) {
-                column.push_integer(v);
+            if let Some(v) = word(source.as_bytes(), a, b) {
+                push(column, v);
                 continue;
             }
             let c = source.get(a..b)?;
@@ -228,7 +246,7 @@ impl Converter {
                 }
                 column.push_null();
             } else {
-                column.push_integer(trim(c).parse().ok()?);
+                push(column, parse(trim(c))?);
             }
         }
         Some(())
@@ -263,36 +281,6 @@ impl Converter {
             col.push_str(c);
             Some(())
         })
-    }
-
-    /// [`fill`](Self::fill) for a float column: a short decimal
-    /// ([`short_decimal`]) is read from one word of its source unless a null
-    /// token is such a number; any other cell goes through `parse_float`
-    /// after the null test, as in `fill`.
-    #[inline(always)]
-    fn fill_floats<'a>(
-        &self,
-        i: usize,
-        cells: impl Iterator<Item = (&'a str, usize, usize)>,
-        column: &mut Column,
-    ) -> Option<()> {
-        let fast = !self.nulls.decimal;
-        for (source, a, b) in cells {
-            if let Some(v) = short_decimal(source.as_bytes(), a, b).filter(|_| fast) {
-                column.push_float(v);
-                continue;
-            }
-            let c = source.get(a..b)?;
-            if self.nulls.matches(c) {
-                if !self.nullable[i] {
-                    return None;
-                }
-                column.push_null();
-            } else {
-                column.push_float(parse_float(trim(c))?);
-            }
-        }
-        Some(())
     }
 
     /// Appends column `i`'s `cells` by `push`, nulls by the null rule;

@@ -219,13 +219,7 @@ async fn dead_letters_with_columns() {
     let path = dir.path().join("m.csv");
     std::fs::write(&path, "id,v\n1,a\nx,b\n3,c\n4,d,extra\n5,e\n").unwrap();
     let dlq = dir.path().join("dlq.jsonl");
-    let u = uri(
-        &path,
-        &format!(
-            "schema=id:integer,v:string&errors=dead_letter&errors.dead_letter={}",
-            dlq.display()
-        ),
-    );
+    let u = dead_letter_uri(&path, "id:integer,v:string", &dlq);
     let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
     let batches = read_all_columns(r.as_mut(), &[2]).await;
     r.commit().await.unwrap();
@@ -235,11 +229,7 @@ async fn dead_letters_with_columns() {
         .collect();
     assert_eq!(ints(&records, "id"), [1, 3, 5]);
     assert_eq!(records[1].offset, 4, "line number of the record");
-    let letters: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let letters = dead_letters(&dlq);
     assert_eq!(letters.len(), 2);
     assert_eq!(letters[0]["raw"], "x,b");
     assert_eq!(letters[0]["line"], 3);

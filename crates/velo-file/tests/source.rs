@@ -332,13 +332,7 @@ async fn a_long_file_read_ahead_loses_and_repeats_nothing() {
     }
     assert!(body.len() > 10 * 256 * 1024, "{} bytes", body.len());
     std::fs::write(&path, body).unwrap();
-    let u = uri(
-        &path,
-        &format!(
-            "schema=n:integer,s:string&errors=dead_letter&errors.dead_letter={}",
-            dead.display()
-        ),
-    );
+    let u = dead_letter_uri(&path, "n:integer,s:string", &dead);
     let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
     let mut got = Vec::new();
     let sizes = [1000, 1, 4000, 333, 10_000];
@@ -365,11 +359,7 @@ async fn a_long_file_read_ahead_loses_and_repeats_nothing() {
         let s = record.get("s").and_then(|v| v.as_str().map(str::len));
         assert_eq!(s, Some(1 + n % 97), "row {n}");
     }
-    let letters: Vec<serde_json::Value> = std::fs::read_to_string(&dead)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let letters = dead_letters(&dead);
     let bad: Vec<usize> = (0..rows).filter(|&i| is_bad(i)).collect();
     assert_eq!(letters.len(), bad.len());
     for (letter, i) in letters.iter().zip(bad) {
@@ -521,13 +511,7 @@ async fn records_after_blank_lines_and_separators_name_their_own_line() {
         );
     }
     let dlq = dir.path().join("dlq.jsonl");
-    let u = uri(
-        &csv,
-        &format!(
-            "schema=n:integer,s:string&errors=dead_letter&errors.dead_letter={}",
-            dlq.display()
-        ),
-    );
+    let u = dead_letter_uri(&csv, "n:integer,s:string", &dlq);
     let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
     read_all(r.as_mut()).await.unwrap();
     r.commit().await.unwrap();
@@ -617,11 +601,7 @@ async fn bad_records_fail_skip_dead_letter() {
     .unwrap();
     assert_eq!(ints(&read_all(r.as_mut()).await.unwrap(), "id"), [1, 3, 5]);
     r.commit().await.unwrap();
-    let letters: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let letters = dead_letters(&dlq);
     assert_eq!(letters.len(), 2);
     assert_eq!(letters[0]["raw"], "x,b");
     assert_eq!(letters[0]["line"], 3);

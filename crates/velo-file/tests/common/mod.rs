@@ -25,6 +25,27 @@ pub fn uri(path: &Path, params: &str) -> String {
     }
 }
 
+/// The URI of CSV `path` read strictly as `schema`, bad records to the
+/// dead-letter file `dead`.
+pub fn dead_letter_uri(path: &Path, schema: &str, dead: &Path) -> String {
+    uri(
+        path,
+        &format!(
+            "schema={schema}&errors=dead_letter&errors.dead_letter={}",
+            dead.display()
+        ),
+    )
+}
+
+/// The dead letters written to `dead`, one JSON object per line.
+pub fn dead_letters(dead: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 pub async fn source(uri: &str) -> Result<Box<dyn DataSource>> {
     DataSourceRegistry::with_plugins().create_source(uri).await
 }

@@ -413,7 +413,7 @@ impl State {
             self.scan()?;
         }
         let mut located = Vec::new();
-        let mut spans = Vec::with_capacity(max.min(1 << 20));
+        let mut spans = Vec::new();
         let mut i = 0;
         while out.len() < max && i < self.files.len() {
             if self.files[i].finished {
@@ -424,7 +424,11 @@ impl State {
                 !self.opts.mode.is_streaming() || self.files[i].rotated || self.files[i].read_once;
             let t = &mut self.files[i];
             let room = max - out.len();
-            let columns = out.columns_for(&t.schema()).map(|c| (c, &mut spans));
+            let columns = out.columns_for(&t.schema()).map(|c| {
+                // Once, for the whole batch (a read into records needs none).
+                spans.reserve(room);
+                (c, &mut spans)
+            });
             let in_columns = match t.next_frames(room, final_eof, &mut located, columns, io)? {
                 Status::NeedsIo => return Ok(Fill::NeedsIo),
                 Status::Waiting => return Ok(Fill::Waiting(i)),

@@ -261,12 +261,13 @@ async fn reads_dropped_mid_pass_lose_and_repeat_nothing() {
                 committed = Some(got.len());
             }
         }
-        assert!(dropped > 1, "{dropped} reads were dropped");
-        // With every read a pass, some drop came after records were handed
-        // out. (Reading ahead, a drop after the first read is usually a
-        // wait, which holds no records, but on a busy machine a read may
-        // wait for its read ahead too: either way it is covered above.)
+        // With every read a pass, every other call was dropped in the middle
+        // of one, some after records were handed out. Reading ahead, whether
+        // a read waits at all (for its first pass, for a read ahead) depends
+        // on how soon the background read ends: what was dropped, if
+        // anything, is covered by the checks above.
         if every_read_blocks {
+            assert!(dropped > 1, "{dropped} of {calls} reads were dropped");
             assert!(committed.is_some(), "no read was dropped mid-pass");
         }
         if committed.is_none() {

@@ -301,6 +301,30 @@ impl Column {
         }
     }
 
+    /// Appends row `i`'s value to `rows[i]`, for every row.
+    fn append_to_rows(self, rows: &mut [Vec<FieldValue>]) {
+        let nulls = self.nulls;
+        let null = |i: usize| nulls.as_ref().is_some_and(|n| n[i]);
+        fn each<T>(
+            rows: &mut [Vec<FieldValue>],
+            values: impl Iterator<Item = T>,
+            null: impl Fn(usize) -> bool,
+            value: impl Fn(T) -> FieldValue,
+        ) {
+            for (i, (row, v)) in rows.iter_mut().zip(values).enumerate() {
+                row.push(if null(i) { FieldValue::Null } else { value(v) });
+            }
+        }
+        match self.data {
+            ColumnData::Boolean(v) => each(rows, v.into_iter(), null, FieldValue::Boolean),
+            ColumnData::Integer(v) => each(rows, v.into_iter(), null, FieldValue::Integer),
+            ColumnData::Float(v) => each(rows, v.into_iter(), null, FieldValue::Float),
+            ColumnData::Timestamp(v) => each(rows, v.into_iter(), null, FieldValue::Timestamp),
+            ColumnData::Text(t) => each(rows, t.iter(), null, |s| FieldValue::String(s.into())),
+            ColumnData::Values(v) => each(rows, v.into_iter(), |_| false, |v| v),
+        }
+    }
+
     /// Room for `rows` more rows and, in a text column, `text` more bytes,
     /// so that a decoder filling a batch grows each buffer once.
     pub(crate) fn reserve(&mut self, rows: usize, text: usize) {
@@ -559,8 +583,33 @@ impl ColumnBatch {
     }
 
     /// Every row as a record, in order.
+    ///
+    /// The values are built a column at a time, each column's type decided
+    /// once rather than once per cell.
     pub fn into_records(self) -> Vec<StreamRecord> {
-        (0..self.len()).map(|i| self.record(i)).collect()
+        let width = self.columns.columns.len();
+        let mut values: Vec<Vec<FieldValue>> =
+            (0..self.len()).map(|_| Vec::with_capacity(width)).collect();
+        for column in self.columns.columns {
+            column.append_to_rows(&mut values);
+        }
+        let schema = self.columns.schema;
+        let mut keys = self.keys.into_iter();
+        let mut headers = self.headers.into_iter();
+        values
+            .into_iter()
+            .zip(self.rows)
+            .map(|(values, meta)| {
+                let mut record =
+                    StreamRecord::from_parts_at(schema.clone(), values, meta.timestamp);
+                record.offset = meta.offset;
+                record.partition = meta.partition;
+                record.event_time = meta.event_time;
+                record.key = keys.next().flatten();
+                record.headers = headers.next().unwrap_or_default();
+                record
+            })
+            .collect()
     }
 }
 

@@ -942,11 +942,18 @@ impl DataReader for FileReader {
         // reads of 100,000 trades, alternating runs), the type of each
         // cell decided once per column in both steps.
         if self.opts.format.format == velo_datasource_core::FileFormat::Csv {
-            let batches = self.read_columns(max_size).await?;
-            return Ok(batches
-                .into_iter()
-                .flat_map(ColumnBatch::into_records)
-                .collect());
+            let mut batches = self.read_columns(max_size).await?;
+            if batches.len() == 1 {
+                return Ok(batches
+                    .pop()
+                    .map(ColumnBatch::into_records)
+                    .unwrap_or_default());
+            }
+            let mut records = Vec::with_capacity(batches.iter().map(ColumnBatch::len).sum());
+            for batch in batches {
+                records.extend(batch.into_records());
+            }
+            return Ok(records);
         }
         Ok(self.read_with(max_size, Records::new).await?.records)
     }

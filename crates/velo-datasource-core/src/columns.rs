@@ -450,6 +450,25 @@ pub struct RowMeta {
     pub event_time: Option<DateTime<Utc>>,
 }
 
+impl RowMeta {
+    /// The record of `values` with this metadata, `key` and `headers`.
+    fn record(
+        &self,
+        schema: Arc<Schema>,
+        values: Vec<FieldValue>,
+        key: Option<Vec<u8>>,
+        headers: Headers,
+    ) -> StreamRecord {
+        let mut record = StreamRecord::from_parts_at(schema, values, self.timestamp);
+        record.offset = self.offset;
+        record.partition = self.partition;
+        record.event_time = self.event_time;
+        record.key = key;
+        record.headers = headers;
+        record
+    }
+}
+
 /// Records of one schema, column by column. See the module docs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnBatch {
@@ -572,14 +591,12 @@ impl ColumnBatch {
     /// Row `i` as a record.
     pub fn record(&self, i: usize) -> StreamRecord {
         let values = self.columns.columns.iter().map(|c| c.get(i)).collect();
-        let meta = &self.rows[i];
-        let mut record = StreamRecord::from_parts_at(self.schema().clone(), values, meta.timestamp);
-        record.offset = meta.offset;
-        record.partition = meta.partition;
-        record.event_time = meta.event_time;
-        record.key = self.key(i).map(<[u8]>::to_vec);
-        record.headers = self.headers(i).to_vec();
-        record
+        self.rows[i].record(
+            self.schema().clone(),
+            values,
+            self.key(i).map(<[u8]>::to_vec),
+            self.headers(i).to_vec(),
+        )
     }
 
     /// Every row as a record, in order.
@@ -600,14 +617,13 @@ impl ColumnBatch {
             .into_iter()
             .zip(self.rows)
             .map(|(values, meta)| {
-                let mut record =
-                    StreamRecord::from_parts_at(schema.clone(), values, meta.timestamp);
-                record.offset = meta.offset;
-                record.partition = meta.partition;
-                record.event_time = meta.event_time;
-                record.key = keys.next().flatten();
-                record.headers = headers.next().unwrap_or_default();
-                record
+                let key = keys.next().flatten();
+                meta.record(
+                    schema.clone(),
+                    values,
+                    key,
+                    headers.next().unwrap_or_default(),
+                )
             })
             .collect()
     }

@@ -846,7 +846,7 @@ fn parse_iso_fast(b: &[u8], dates: &DateCache) -> Option<DateTime<Utc>> {
     };
     // UTC (the common case) needs no arithmetic: chrono keeps a date and a
     // time, and the Duration subtraction was a tenth of decoding a CSV row
-    // with one timestamp (perf). A leap second (60) went to chrono's parser.
+    // with one timestamp (perf). A leap second (60) goes to chrono's parser.
     let time = NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)?;
     let naive = date.and_time(time);
     if offset_secs == 0 {

@@ -1,11 +1,12 @@
 //! [`ColumnBatch`]: records of one schema stored column by column.
 //!
-//! A [`StreamRecord`] owns a vector of [`FieldValue`]s, so a batch of them is
-//! one allocation per record and a 32-byte tagged value per cell. Readers that
-//! know their schema up front (CSV) can instead append each cell to its
-//! column: integers to a `Vec<i64>`, text to one string buffer per column.
-//! That is a handful of allocations per batch, and a record costs little more
-//! than its parsing. [`DataReader::read_columns`](crate::DataReader::read_columns)
+//! A [`StreamRecord`] holds a 32-byte tagged [`FieldValue`] per cell, and a
+//! record made on its own owns a vector of them. Readers that know their
+//! schema up front (CSV) can instead append each cell to its column:
+//! integers to a `Vec<i64>`, text to one string buffer per column. That is a
+//! handful of allocations per batch, and a record costs little more than its
+//! parsing; [`ColumnBatch::into_records`] then makes records that share one
+//! block of values per batch. [`DataReader::read_columns`](crate::DataReader::read_columns)
 //! returns batches of this kind; every reader has it, natively or by
 //! converting its records.
 //!
@@ -38,7 +39,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
-use crate::record::{Headers, StreamRecord};
+use crate::record::{Block, Headers, StreamRecord};
 use crate::schema::{DataType, Schema};
 use crate::value::FieldValue;
 
@@ -89,7 +90,11 @@ impl TextColumn {
 
     /// Every row's text, in order.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        (0..self.len()).map(|i| self.get(i))
+        self.ends.iter().scan(0, |start, &end| {
+            let text = &self.text[*start..end];
+            *start = end;
+            Some(text)
+        })
     }
 
     #[inline]
@@ -301,27 +306,38 @@ impl Column {
         }
     }
 
-    /// Appends row `i`'s value to `rows[i]`, for every row.
-    fn append_to_rows(self, rows: &mut [Vec<FieldValue>]) {
-        let nulls = self.nulls;
-        let null = |i: usize| nulls.as_ref().is_some_and(|n| n[i]);
-        fn each<T>(
-            rows: &mut [Vec<FieldValue>],
+    /// Writes row `i`'s value into the `i`th of `cells`, for every row.
+    ///
+    /// The cells hold [`FieldValue::Null`]: null rows are left as they are.
+    fn fill_cells<'a>(self, cells: impl Iterator<Item = &'a mut FieldValue>) {
+        fn each<'a, T>(
+            cells: impl Iterator<Item = &'a mut FieldValue>,
             values: impl Iterator<Item = T>,
-            null: impl Fn(usize) -> bool,
+            nulls: Option<Vec<bool>>,
             value: impl Fn(T) -> FieldValue,
         ) {
-            for (i, (row, v)) in rows.iter_mut().zip(values).enumerate() {
-                row.push(if null(i) { FieldValue::Null } else { value(v) });
+            // A `Null` owns nothing: forgetting the one replaced saves a
+            // call to drop it per cell.
+            let write = |(cell, v): (&mut FieldValue, T)| {
+                std::mem::forget(std::mem::replace(cell, value(v)));
+            };
+            match nulls {
+                None => cells.zip(values).for_each(write),
+                Some(nulls) => cells
+                    .zip(values)
+                    .zip(nulls)
+                    .filter_map(|(cell, null)| (!null).then_some(cell))
+                    .for_each(write),
             }
         }
+        let nulls = self.nulls;
         match self.data {
-            ColumnData::Boolean(v) => each(rows, v.into_iter(), null, FieldValue::Boolean),
-            ColumnData::Integer(v) => each(rows, v.into_iter(), null, FieldValue::Integer),
-            ColumnData::Float(v) => each(rows, v.into_iter(), null, FieldValue::Float),
-            ColumnData::Timestamp(v) => each(rows, v.into_iter(), null, FieldValue::Timestamp),
-            ColumnData::Text(t) => each(rows, t.iter(), null, |s| FieldValue::String(s.into())),
-            ColumnData::Values(v) => each(rows, v.into_iter(), |_| false, |v| v),
+            ColumnData::Boolean(v) => each(cells, v.into_iter(), nulls, FieldValue::Boolean),
+            ColumnData::Integer(v) => each(cells, v.into_iter(), nulls, FieldValue::Integer),
+            ColumnData::Float(v) => each(cells, v.into_iter(), nulls, FieldValue::Float),
+            ColumnData::Timestamp(v) => each(cells, v.into_iter(), nulls, FieldValue::Timestamp),
+            ColumnData::Text(t) => each(cells, t.iter(), nulls, |s| FieldValue::String(s.into())),
+            ColumnData::Values(v) => each(cells, v.into_iter(), None, |v| v),
         }
     }
 
@@ -450,25 +466,6 @@ pub struct RowMeta {
     pub event_time: Option<DateTime<Utc>>,
 }
 
-impl RowMeta {
-    /// The record of `values` with this metadata, `key` and `headers`.
-    fn record(
-        &self,
-        schema: Arc<Schema>,
-        values: Vec<FieldValue>,
-        key: Option<Vec<u8>>,
-        headers: Headers,
-    ) -> StreamRecord {
-        let mut record = StreamRecord::from_parts_at(schema, values, self.timestamp);
-        record.offset = self.offset;
-        record.partition = self.partition;
-        record.event_time = self.event_time;
-        record.key = key;
-        record.headers = headers;
-        record
-    }
-}
-
 /// Records of one schema, column by column. See the module docs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnBatch {
@@ -591,9 +588,10 @@ impl ColumnBatch {
     /// Row `i` as a record.
     pub fn record(&self, i: usize) -> StreamRecord {
         let values = self.columns.columns.iter().map(|c| c.get(i)).collect();
-        self.rows[i].record(
+        StreamRecord::from_row(
             self.schema().clone(),
             values,
+            &self.rows[i],
             self.key(i).map(<[u8]>::to_vec),
             self.headers(i).to_vec(),
         )
@@ -601,27 +599,35 @@ impl ColumnBatch {
 
     /// Every row as a record, in order.
     ///
-    /// The values are built a column at a time, each column's type decided
-    /// once rather than once per cell.
+    /// The values are laid out row after row in one block that the records
+    /// share (one allocation for the batch, not one per record), filled a
+    /// column at a time so that each column's type is decided once rather
+    /// than once per cell. The block is freed with the last of them: a
+    /// caller that keeps a few records of many batches for long should
+    /// rebuild them from [`StreamRecord::into_parts`], which copies a row
+    /// out.
     pub fn into_records(self) -> Vec<StreamRecord> {
         let width = self.columns.columns.len();
-        let mut values: Vec<Vec<FieldValue>> =
-            (0..self.len()).map(|_| Vec::with_capacity(width)).collect();
-        for column in self.columns.columns {
-            column.append_to_rows(&mut values);
+        // Not `vec![Null; n]`: that clones through `FieldValue::clone`, a
+        // call per cell.
+        let mut block: Vec<FieldValue> = std::iter::repeat_with(|| FieldValue::Null)
+            .take(self.len() * width)
+            .collect();
+        for (i, column) in self.columns.columns.into_iter().enumerate() {
+            column.fill_cells(block[i..].iter_mut().step_by(width));
         }
-        let schema = self.columns.schema;
+        let block = Block::new(self.columns.schema, block);
         let mut keys = self.keys.into_iter();
         let mut headers = self.headers.into_iter();
-        values
-            .into_iter()
-            .zip(self.rows)
-            .map(|(values, meta)| {
-                let key = keys.next().flatten();
-                meta.record(
-                    schema.clone(),
-                    values,
-                    key,
+        self.rows
+            .iter()
+            .enumerate()
+            .map(|(row, meta)| {
+                StreamRecord::from_block(
+                    block.clone(),
+                    row,
+                    meta,
+                    keys.next().flatten(),
                     headers.next().unwrap_or_default(),
                 )
             })
@@ -690,6 +696,57 @@ mod tests {
         assert_eq!(b.key(4), None);
         assert_eq!(b.headers(3).len(), 1);
         assert_eq!(b.clone().into_records(), records);
+    }
+
+    #[test]
+    fn records_of_a_batch_share_values_until_one_is_changed() {
+        let s = schema();
+        let owned: Vec<_> = (0..3)
+            .map(|n| StreamRecord::new(s.clone(), row(n)).unwrap())
+            .collect();
+        let mut shared = ColumnBatch::from_records(owned.clone())
+            .pop()
+            .unwrap()
+            .into_records();
+        assert_eq!(shared, owned);
+        assert_eq!(format!("{shared:?}"), format!("{owned:?}"));
+        shared[1].set("s", "changed".into()).unwrap();
+        shared[2].values_mut()[0] = FieldValue::Integer(-1);
+        assert_eq!(shared[0], owned[0]);
+        assert_eq!(shared[1].get("s"), Some(&FieldValue::from("changed")));
+        assert_eq!(shared[1].get("i"), owned[1].get("i"));
+        assert_eq!(shared[2].value(0), Some(&FieldValue::Integer(-1)));
+        assert_eq!(shared[2].value(4), owned[2].value(4));
+        let (schema, values) = shared.swap_remove(0).into_parts();
+        assert!(Arc::ptr_eq(&schema, &s));
+        assert_eq!(values, row(0));
+        // One record outlives the batch and the other records of it.
+        let mut again = ColumnBatch::from_records(owned.clone())
+            .pop()
+            .unwrap()
+            .into_records();
+        let last = again.pop().unwrap();
+        drop(again);
+        assert_eq!(last, owned[2]);
+        assert_eq!(last.clone(), owned[2]);
+    }
+
+    #[test]
+    fn records_of_a_schema_without_fields() {
+        let empty = Arc::new(Schema::new(Vec::new()));
+        let records: Vec<_> = (0..2)
+            .map(|n| {
+                let mut r = StreamRecord::new(empty.clone(), Vec::new()).unwrap();
+                r.offset = n;
+                r
+            })
+            .collect();
+        let back = ColumnBatch::from_records(records.clone())
+            .pop()
+            .unwrap()
+            .into_records();
+        assert_eq!(back, records);
+        assert!(back[1].values().is_empty());
     }
 
     #[test]

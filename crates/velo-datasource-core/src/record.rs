@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::columns::RowMeta;
 use crate::error::{Error, Result};
 use crate::schema::Schema;
 use crate::value::FieldValue;
@@ -16,10 +17,17 @@ pub type Headers = Vec<(String, Vec<u8>)>;
 /// Values are stored by position against a shared `Arc<Schema>`: building a
 /// record allocates no keys and hashes nothing, and all records of a source
 /// share one schema. Look values up by name with [`StreamRecord::get`].
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The records of a batch built from columns
+/// ([`ColumnBatch::into_records`](crate::columns::ColumnBatch::into_records))
+/// share one block of values, a row each: one allocation and one reference
+/// count per record fewer than a vector each, and the block is freed with
+/// the last of them. A record that is changed
+/// ([`values_mut`](Self::values_mut), [`set`](Self::set)) gets its own copy
+/// of its values first.
+#[derive(Clone)]
 pub struct StreamRecord {
-    schema: Arc<Schema>,
-    values: Vec<FieldValue>,
+    row: Row,
     /// When the record was read (processing time).
     pub timestamp: DateTime<Utc>,
     /// When the event happened, from the source's `event.time.*` config.
@@ -32,6 +40,39 @@ pub struct StreamRecord {
     pub key: Option<Vec<u8>>,
     /// Headers, if the source has them.
     pub headers: Headers,
+}
+
+/// A record's schema and values: its own, or its row of a block shared by
+/// the records of one batch.
+#[derive(Clone)]
+enum Row {
+    Owned {
+        schema: Arc<Schema>,
+        values: Vec<FieldValue>,
+    },
+    /// The `width` values from `start`.
+    Shared { block: Arc<Block>, start: usize },
+}
+
+/// The values of a batch of records of one schema, row after row.
+#[derive(Debug)]
+pub(crate) struct Block {
+    schema: Arc<Schema>,
+    width: usize,
+    values: Vec<FieldValue>,
+}
+
+impl Block {
+    /// `values` laid out as rows of `schema.len()` values.
+    pub(crate) fn new(schema: Arc<Schema>, values: Vec<FieldValue>) -> Arc<Self> {
+        let width = schema.len();
+        debug_assert!(values.len().is_multiple_of(width.max(1)));
+        Arc::new(Block {
+            schema,
+            width,
+            values,
+        })
+    }
 }
 
 impl StreamRecord {
@@ -65,8 +106,7 @@ impl StreamRecord {
     ) -> Self {
         debug_assert_eq!(values.len(), schema.len());
         StreamRecord {
-            schema,
-            values,
+            row: Row::Owned { schema, values },
             timestamp,
             event_time: None,
             offset: 0,
@@ -76,48 +116,104 @@ impl StreamRecord {
         }
     }
 
+    /// The record of `values` with the metadata of a row of a
+    /// [`ColumnBatch`](crate::columns::ColumnBatch), its `key` and `headers`.
+    pub(crate) fn from_row(
+        schema: Arc<Schema>,
+        values: Vec<FieldValue>,
+        meta: &RowMeta,
+        key: Option<Vec<u8>>,
+        headers: Headers,
+    ) -> Self {
+        debug_assert_eq!(values.len(), schema.len());
+        Self::with_meta(Row::Owned { schema, values }, meta, key, headers)
+    }
+
+    /// Row `row` of `block` with its metadata, `key` and `headers`.
+    pub(crate) fn from_block(
+        block: Arc<Block>,
+        row: usize,
+        meta: &RowMeta,
+        key: Option<Vec<u8>>,
+        headers: Headers,
+    ) -> Self {
+        let start = row * block.width;
+        debug_assert!(start + block.width <= block.values.len());
+        Self::with_meta(Row::Shared { block, start }, meta, key, headers)
+    }
+
+    fn with_meta(row: Row, meta: &RowMeta, key: Option<Vec<u8>>, headers: Headers) -> Self {
+        StreamRecord {
+            row,
+            timestamp: meta.timestamp,
+            event_time: meta.event_time,
+            offset: meta.offset,
+            partition: meta.partition,
+            key,
+            headers,
+        }
+    }
+
     /// The schema the values follow.
     pub fn schema(&self) -> &Arc<Schema> {
-        &self.schema
+        match &self.row {
+            Row::Owned { schema, .. } => schema,
+            Row::Shared { block, .. } => &block.schema,
+        }
     }
 
     /// The values in schema order.
     pub fn values(&self) -> &[FieldValue] {
-        &self.values
+        match &self.row {
+            Row::Owned { values, .. } => values,
+            Row::Shared { block, start } => &block.values[*start..*start + block.width],
+        }
     }
 
     /// The values in schema order, mutable (the schema is fixed).
     pub fn values_mut(&mut self) -> &mut [FieldValue] {
-        &mut self.values
+        if let Row::Shared { block, .. } = &self.row {
+            self.row = Row::Owned {
+                schema: block.schema.clone(),
+                values: self.values().to_vec(),
+            };
+        }
+        match &mut self.row {
+            Row::Owned { values, .. } => values,
+            Row::Shared { .. } => unreachable!("a shared row was copied out just above"),
+        }
     }
 
     /// The schema and values, giving up the record.
     pub fn into_parts(self) -> (Arc<Schema>, Vec<FieldValue>) {
-        (self.schema, self.values)
+        match self.row {
+            Row::Owned { schema, values } => (schema, values),
+            Row::Shared { ref block, .. } => (block.schema.clone(), self.values().to_vec()),
+        }
     }
 
     /// The value of the field called `name`.
     pub fn get(&self, name: &str) -> Option<&FieldValue> {
-        self.schema.index_of(name).map(|i| &self.values[i])
+        self.schema().index_of(name).map(|i| &self.values()[i])
     }
 
     /// The value at field position `index`.
     pub fn value(&self, index: usize) -> Option<&FieldValue> {
-        self.values.get(index)
+        self.values().get(index)
     }
 
     /// `(name, value)` pairs in schema order.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &FieldValue)> {
-        self.schema.names().zip(self.values.iter())
+        self.schema().names().zip(self.values().iter())
     }
 
     /// Replaces the value of the field called `name`; fails if there is no such field.
     pub fn set(&mut self, name: &str, value: FieldValue) -> Result<()> {
         let i = self
-            .schema
+            .schema()
             .index_of(name)
             .ok_or_else(|| Error::Schema(format!("no field `{name}` in the record's schema")))?;
-        self.values[i] = value;
+        self.values_mut()[i] = value;
         Ok(())
     }
 
@@ -138,7 +234,7 @@ impl StreamRecord {
 
     /// Checks every value against its field's type and nullability.
     pub fn validate(&self) -> Result<()> {
-        for (field, value) in self.schema.fields().iter().zip(&self.values) {
+        for (field, value) in self.schema().fields().iter().zip(self.values()) {
             if value.is_null() && !field.nullable {
                 return Err(Error::Schema(format!(
                     "field `{}` is not nullable but is null",
@@ -153,6 +249,36 @@ impl StreamRecord {
             }
         }
         Ok(())
+    }
+}
+
+/// Shared or not, a record compares by its schema, values and metadata.
+impl PartialEq for StreamRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.schema() == other.schema()
+            && self.values() == other.values()
+            && self.timestamp == other.timestamp
+            && self.event_time == other.event_time
+            && self.offset == other.offset
+            && self.partition == other.partition
+            && self.key == other.key
+            && self.headers == other.headers
+    }
+}
+
+/// Shared or not, a record prints as its schema, values and metadata.
+impl std::fmt::Debug for StreamRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamRecord")
+            .field("schema", self.schema())
+            .field("values", &self.values())
+            .field("timestamp", &self.timestamp)
+            .field("event_time", &self.event_time)
+            .field("offset", &self.offset)
+            .field("partition", &self.partition)
+            .field("key", &self.key)
+            .field("headers", &self.headers)
+            .finish()
     }
 }
 

@@ -589,32 +589,35 @@ impl TimestampText {
         if !(0..=9999).contains(&date.year()) || nanos >= 1_000_000_000 {
             return TimestampText::Chrono(t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
         }
-        fn put(buf: &mut [u8], mut n: u32) {
-            for b in buf.iter_mut().rev() {
-                *b = b'0' + (n % 10) as u8;
-                n /= 10;
-            }
-        }
         let mut buf = *b"0000-00-00T00:00:00.000000000Z";
-        put(&mut buf[0..4], date.year() as u32);
-        put(&mut buf[5..7], date.month());
-        put(&mut buf[8..10], date.day());
-        put(&mut buf[11..13], time.hour());
-        put(&mut buf[14..16], time.minute());
-        put(&mut buf[17..19], time.second());
+        let year = date.year() as u32;
+        put_pair(&mut buf[0..2], year / 100);
+        put_pair(&mut buf[2..4], year % 100);
+        put_pair(&mut buf[5..7], date.month());
+        put_pair(&mut buf[8..10], date.day());
+        let secs = time.num_seconds_from_midnight();
+        put_pair(&mut buf[11..13], secs / 3600);
+        put_pair(&mut buf[14..16], secs / 60 % 60);
+        put_pair(&mut buf[17..19], secs % 60);
+        // Only the digits shown: milliseconds are most timestamps' fraction.
         let digits = match nanos {
             0 => 0,
-            n if n % 1_000_000 == 0 => 3,
-            n if n % 1_000 == 0 => 6,
-            _ => 9,
+            n if n % 1_000_000 == 0 => put_digits(&mut buf[20..23], n / 1_000_000),
+            n if n % 1_000 == 0 => put_digits(&mut buf[20..26], n / 1_000),
+            n => put_digits(&mut buf[20..29], n),
         };
-        let mut len = 19;
-        if digits > 0 {
-            put(&mut buf[20..29], nanos);
-            len = 20 + digits;
-        }
+        let len = if digits > 0 { 20 + digits } else { 19 };
         buf[len] = b'Z';
         TimestampText::Inline(buf, len + 1)
+    }
+
+    /// The text as bytes, for writers that need no `str` (and so no UTF-8
+    /// check of what is ASCII by construction).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            TimestampText::Inline(buf, len) => &buf[..*len],
+            TimestampText::Chrono(s) => s.as_bytes(),
+        }
     }
 
     pub(crate) fn as_str(&self) -> &str {
@@ -625,6 +628,21 @@ impl TimestampText {
             TimestampText::Chrono(s) => s,
         }
     }
+}
+
+/// `n` (below 100) as two ASCII digits.
+fn put_pair(buf: &mut [u8], n: u32) {
+    buf[0] = b'0' + (n / 10) as u8;
+    buf[1] = b'0' + (n % 10) as u8;
+}
+
+/// `n` as `buf.len()` ASCII digits, zero-padded; returns the count.
+fn put_digits(buf: &mut [u8], mut n: u32) -> usize {
+    for b in buf.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    buf.len()
 }
 
 fn non_finite_name(f: f64) -> &'static str {

@@ -319,8 +319,11 @@ impl FileWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let bytes = if self.opts.compression == Compression::None {
-            std::mem::take(&mut self.pending)
+        // The pending buffer is kept (cleared) for the next batch: given
+        // away, it grew again from nothing each time, by doubling copies.
+        let compressed;
+        let bytes: &[u8] = if self.opts.compression == Compression::None {
+            &self.pending
         } else {
             let mut w = self
                 .opts
@@ -328,15 +331,16 @@ impl FileWriter {
                 .writer(Vec::with_capacity(self.pending.len() / 4))?;
             w.write_all(&self.pending)
                 .map_err(|e| Error::io(&part.tmp_path, e))?;
-            self.pending.clear();
-            w.finish().map_err(|e| Error::io(&part.tmp_path, e))?
+            compressed = w.finish().map_err(|e| Error::io(&part.tmp_path, e))?;
+            &compressed
         };
         part.file
-            .write_all(&bytes)
+            .write_all(bytes)
             .map_err(|e| Error::io(&part.tmp_path, e))?;
         part.len += bytes.len() as u64;
         self.metrics
             .record_write(0, bytes.len() as u64, std::time::Duration::ZERO);
+        self.pending.clear();
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::infer::SchemaInferrer;
 use crate::record::StreamRecord;
 use crate::schema::{DataType, FieldDefinition, Schema};
-use crate::value::{FieldValue, Slot};
+use crate::value::{FieldValue, Slot, TimestampText};
 
 /// Values of one object in schema order, plus keys the schema lacks.
 struct Decoded {
@@ -594,16 +594,36 @@ impl JsonEncoder {
     }
 }
 
-/// One value as `FieldValue`'s `Serialize` writes it; nulls, booleans and
-/// integers straight into `out`.
+/// One value as `FieldValue`'s `Serialize` writes it; nulls, booleans,
+/// integers, timestamps and text with nothing to escape straight into
+/// `out`. (serde_json escapes a string byte by byte, and a timestamp went
+/// through a UTF-8 check and that escaping: together about a tenth of
+/// `velo pipe` CSV → JSON Lines, by callgrind.)
 fn write_value(value: &FieldValue, out: &mut Vec<u8>) -> serde_json::Result<()> {
     match value {
         FieldValue::Null => out.extend_from_slice(b"null"),
         FieldValue::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         FieldValue::Integer(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+        // RFC 3339 text has nothing to escape.
+        FieldValue::Timestamp(t) => quoted(TimestampText::new(t).as_bytes(), out),
+        FieldValue::String(s) if !needs_escape(s.as_bytes()) => quoted(s.as_bytes(), out),
         other => serde_json::to_writer(&mut *out, other)?,
     }
     Ok(())
+}
+
+/// `text` in double quotes.
+fn quoted(text: &[u8], out: &mut Vec<u8>) {
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(text);
+    out.push(b'"');
+}
+
+/// Whether JSON needs any byte of `text` escaped: exactly the bytes
+/// serde_json escapes (control characters, `"` and `\`).
+fn needs_escape(text: &[u8]) -> bool {
+    text.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 impl JsonEncoder {
@@ -705,7 +725,9 @@ mod tests {
             any::<bool>().prop_map(FieldValue::Boolean),
             any::<i64>().prop_map(FieldValue::Integer),
             any::<f64>().prop_map(FieldValue::Float),
-            "[a-z\"\\\n\u{1}\u{e9}\u{1f600} ]{0,30}".prop_map(|s| FieldValue::String(s.into())),
+            "[a-z\"\\\\\n\u{1}\u{e9}\u{1f600} ]{0,30}".prop_map(|s| FieldValue::String(s.into())),
+            // Short text, mostly with nothing to escape: the encoder's own path.
+            "[a-z\\\\\u{1f}\u{7f}\u{e9} ]{0,6}".prop_map(|s| FieldValue::String(s.into())),
             proptest::collection::vec(any::<u8>(), 0..8).prop_map(FieldValue::Bytes),
             (-50_000_000_000i64..300_000_000_000, 0u32..1_000_000_000).prop_map(|(s, n)| {
                 FieldValue::Timestamp(chrono::DateTime::from_timestamp(s, n).unwrap())

@@ -5,7 +5,7 @@
 mod by_column;
 mod split;
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::Arc;
 
 use csv_core::{ReadRecordResult, ReaderBuilder};
@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 use crate::infer::SchemaInferrer;
 use crate::record::StreamRecord;
 use crate::schema::{DataType, FieldDefinition, Schema};
-use crate::value::{DateCache, FieldValue, parse_bool, parse_float, parse_timestamp_with, trim};
+use crate::value::{
+    DateCache, FieldValue, TimestampText, parse_bool, parse_float, parse_timestamp_with, trim,
+};
 
 fn core_reader(options: &FormatOptions) -> csv_core::Reader {
     let mut b = ReaderBuilder::new();
@@ -653,7 +655,10 @@ fn dedup_names(cells: Vec<String>) -> Vec<String> {
 pub struct CsvEncoder {
     writer: csv_core::Writer,
     has_header: bool,
-    cell: String,
+    /// The text of a record's non-string cells, end to end, reused.
+    cell: Vec<u8>,
+    /// Where each cell's text is in `cell`.
+    texts: Vec<(usize, usize)>,
 }
 
 impl std::fmt::Debug for CsvEncoder {
@@ -675,23 +680,31 @@ impl CsvEncoder {
         CsvEncoder {
             writer: b.build(),
             has_header: options.has_header,
-            cell: String::new(),
+            cell: Vec::new(),
+            texts: Vec::new(),
         }
     }
 
-    /// Writes one record of `cells`; a record of one empty cell is written as
-    /// `""` so that it is not read back as a blank line.
+    /// Writes one record of `cells`. csv-core writes a record of one empty
+    /// cell as `""`, so that it is not read back as a blank line (this
+    /// encoder once wrote those quotes too, and the record read back as `"`).
     fn record<'a>(&mut self, cells: impl ExactSizeIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
         let single = cells.len() == 1;
+        // Delimiters and terminators (with a closing quote, or a lone cell's
+        // `""`) are at most four bytes; csv-core writes them here first.
+        let mut small = [0u8; 4];
         for (i, cell) in cells.enumerate() {
             if i > 0 {
-                let start = out.len();
-                out.resize(start + 4, 0);
-                let (_, n) = self.writer.delimiter(&mut out[start..]);
-                out.truncate(start + n);
+                let (_, n) = self.writer.delimiter(&mut small);
+                out.extend_from_slice(&small[..n]);
             }
-            if single && cell.is_empty() {
-                out.extend_from_slice(b"\"\"");
+            // A cell without anything to quote is copied as it is, as
+            // csv-core would. Its writer keeps no state for such a cell but
+            // the record's byte count, which decides the lone empty cell's
+            // quotes: in a record of more than one cell the delimiters
+            // already make it nonzero.
+            if !single && !self.writer.should_quote(cell) {
+                out.extend_from_slice(cell);
                 continue;
             }
             // Quoting at most doubles a field and adds two quotes.
@@ -701,10 +714,8 @@ impl CsvEncoder {
             debug_assert_eq!(nin, cell.len());
             out.truncate(start + nout);
         }
-        let start = out.len();
-        out.resize(start + 4, 0);
-        let (_, n) = self.writer.terminator(&mut out[start..]);
-        out.truncate(start + n);
+        let (_, n) = self.writer.terminator(&mut small);
+        out.extend_from_slice(&small[..n]);
     }
 }
 
@@ -718,13 +729,25 @@ impl Encoder for CsvEncoder {
     }
 
     fn encode(&mut self, record: &StreamRecord, out: &mut Vec<u8>) -> Result<()> {
-        // Non-string cells are rendered into one reused buffer, then written.
-        let mut texts: Vec<(usize, usize)> = Vec::with_capacity(record.values().len());
+        // Non-string cells are rendered into one reused buffer, then
+        // written; the common types without `core::fmt`, as `Display`
+        // writes them.
+        let mut texts = std::mem::take(&mut self.texts);
+        texts.clear();
         self.cell.clear();
         for value in record.values() {
             let start = self.cell.len();
-            if !matches!(value, FieldValue::String(_)) {
-                let _ = write!(self.cell, "{value}");
+            match value {
+                FieldValue::String(_) | FieldValue::Null => {}
+                FieldValue::Integer(i) => self
+                    .cell
+                    .extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+                FieldValue::Timestamp(t) => self
+                    .cell
+                    .extend_from_slice(TimestampText::new(t).as_bytes()),
+                other => {
+                    let _ = write!(self.cell, "{other}");
+                }
             }
             texts.push((start, self.cell.len()));
         }
@@ -735,10 +758,11 @@ impl Encoder for CsvEncoder {
             .zip(&texts)
             .map(|(v, (a, b))| match v {
                 FieldValue::String(s) => s.as_bytes(),
-                _ => &cell.as_bytes()[*a..*b],
+                _ => &cell[*a..*b],
             });
         self.record(cells, out);
         self.cell = cell;
+        self.texts = texts;
         Ok(())
     }
 
@@ -1199,6 +1223,102 @@ mod tests {
         assert_eq!(
             inf.schema.names().collect::<Vec<_>>(),
             ["a", "a_1", "col_2"]
+        );
+    }
+
+    /// What csv-core writes for `records`, every cell through its `field`
+    /// and non-string values through `Display`: the encoder's reference.
+    fn csv_core_writes(options: &FormatOptions, records: &[Vec<FieldValue>]) -> Vec<u8> {
+        let mut b = csv_core::WriterBuilder::new();
+        b.delimiter(options.delimiter).quote(options.quote);
+        if let Some(e) = options.escape {
+            b.escape(e).double_quote(false);
+        }
+        let mut w = b.build();
+        let mut out = vec![0; 1 << 16];
+        let mut n = 0;
+        for values in records {
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    n += w.delimiter(&mut out[n..]).1;
+                }
+                n += w.field(v.to_string().as_bytes(), &mut out[n..]).2;
+            }
+            n += w.terminator(&mut out[n..]).1;
+        }
+        out.truncate(n);
+        out
+    }
+
+    /// A cell of any type the encoder renders itself or through `Display`,
+    /// text with every byte csv-core may quote or escape.
+    fn any_cell() -> impl proptest::strategy::Strategy<Value = FieldValue> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[a-c,;\"'\\\\\r\n ]{0,5}".prop_map(|s| FieldValue::String(s.into())),
+            any::<i64>().prop_map(FieldValue::Integer),
+            any::<bool>().prop_map(FieldValue::Boolean),
+            any::<f64>().prop_map(FieldValue::Float),
+            Just(FieldValue::Null),
+            (-50_000_000_000i64..300_000_000_000, 0usize..4).prop_map(|(s, n)| {
+                let nanos = [0, 123_000_000, 450_000, 7][n];
+                FieldValue::Timestamp(chrono::DateTime::from_timestamp(s, nanos).unwrap())
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn encoder_writes_what_csv_core_writes(
+            records in proptest::collection::vec(proptest::collection::vec(any_cell(), 1..4), 1..5),
+            delimiter in proptest::sample::select(vec![b',', b';']),
+            escape in proptest::sample::select(vec![None, Some(b'\\')]),
+        ) {
+            let mut o = opts();
+            o.delimiter = delimiter;
+            o.escape = escape;
+            let mut enc = CsvEncoder::new(&o);
+            let mut ours = Vec::new();
+            for values in &records {
+                let names = (0..values.len()).map(|i| FieldDefinition::optional(format!("c{i}"), DataType::Any));
+                let schema = Arc::new(Schema::new(names.collect()));
+                enc.encode(&StreamRecord::new(schema, values.clone()).unwrap(), &mut ours).unwrap();
+            }
+            let expected = csv_core_writes(&o, &records);
+            proptest::prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&expected));
+        }
+    }
+
+    #[test]
+    fn a_lone_empty_cell_reads_back_empty() {
+        let schema = Arc::new(Schema::new(vec![FieldDefinition::optional(
+            "a",
+            DataType::String,
+        )]));
+        let mut enc = CsvEncoder::new(&opts());
+        let mut out = Vec::new();
+        enc.begin(&schema, &mut out).unwrap();
+        for v in [
+            FieldValue::from("x"),
+            FieldValue::Null,
+            FieldValue::from(""),
+        ] {
+            enc.encode(
+                &StreamRecord::new(schema.clone(), vec![v]).unwrap(),
+                &mut out,
+            )
+            .unwrap();
+        }
+        assert_eq!(out, b"a\nx\n\"\"\n\"\"\n");
+        let (_, frames) = decode_all(&out, 4096);
+        let values: Vec<_> = frames.into_iter().map(|f| f.result.unwrap()).collect();
+        assert_eq!(
+            values,
+            [
+                vec![FieldValue::from("x")],
+                vec![FieldValue::Null],
+                vec![FieldValue::Null]
+            ]
         );
     }
 

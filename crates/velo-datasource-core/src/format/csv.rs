@@ -696,7 +696,7 @@ impl CsvEncoder {
         for (i, cell) in cells.enumerate() {
             if i > 0 {
                 let (_, n) = self.writer.delimiter(&mut small);
-                out.extend_from_slice(&small[..n]);
+                put_short(&small[..n], out);
             }
             // A cell without anything to quote is copied as it is, as
             // csv-core would. Its writer keeps no state for such a cell but
@@ -715,7 +715,17 @@ impl CsvEncoder {
             out.truncate(start + nout);
         }
         let (_, n) = self.writer.terminator(&mut small);
-        out.extend_from_slice(&small[..n]);
+        put_short(&small[..n], out);
+    }
+}
+
+/// Appends a delimiter or terminator: one byte, nearly always, pushed
+/// rather than copied through a `memcpy` call.
+#[inline]
+fn put_short(bytes: &[u8], out: &mut Vec<u8>) {
+    match bytes {
+        [b] => out.push(*b),
+        more => out.extend_from_slice(more),
     }
 }
 

@@ -45,12 +45,14 @@ impl std::fmt::Debug for ReadAhead {
 }
 
 impl ReadAhead {
-    /// Starts reading up to `len` bytes of `file` at `pos`; `None` outside
-    /// a Tokio runtime.
-    pub(crate) fn start(file: Arc<File>, pos: u64, len: usize) -> Option<Self> {
+    /// Starts reading up to `len` bytes of `file` at `pos` into `buf` (a
+    /// spare buffer, its contents of no account, or an empty one); `None`
+    /// outside a Tokio runtime.
+    pub(crate) fn start(file: Arc<File>, pos: u64, len: usize, mut buf: Vec<u8>) -> Option<Self> {
         let handle = tokio::runtime::Handle::try_current().ok()?;
         let task = handle.spawn_blocking(move || {
-            let mut buf = vec![0; HEADROOM + len];
+            // A reused buffer is already initialized: only growth is zeroed.
+            buf.resize(HEADROOM + len, 0);
             let n = read_at(&file, &mut buf[HEADROOM..], pos)?;
             buf.truncate(HEADROOM + n);
             Ok(buf)

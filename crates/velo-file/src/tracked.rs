@@ -88,6 +88,9 @@ pub(crate) struct Tracked {
     pub(crate) finished: bool,
     /// The bytes after `read_pos`, being read.
     ahead: Option<ReadAhead>,
+    /// The buffer a finished read ahead replaced, for the next one to read
+    /// into: a new one was allocated and zeroed for every chunk.
+    spare: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Tracked {
@@ -201,6 +204,7 @@ impl Tracked {
             rotated: false,
             finished: false,
             ahead: None,
+            spare: None,
         })
     }
 
@@ -240,6 +244,7 @@ impl Tracked {
             rotated: false,
             finished: false,
             ahead: None,
+            spare: None,
         })
     }
 
@@ -381,12 +386,13 @@ impl Tracked {
         match HEADROOM.checked_sub(keep.len()) {
             Some(start) if keep_at >= start as u64 => {
                 bytes[start..HEADROOM].copy_from_slice(keep);
-                self.buf = bytes;
+                self.spare = Some(std::mem::replace(&mut self.buf, bytes));
                 self.buf_base = keep_at - start as u64;
             }
             _ => {
                 self.compact();
                 self.buf.extend_from_slice(&bytes[HEADROOM..]);
+                self.spare = Some(bytes);
             }
         }
         self.advance_read(n);
@@ -414,7 +420,8 @@ impl Tracked {
         if self.input_eof || self.ahead.is_some() {
             return;
         }
-        self.ahead = ReadAhead::start(f.clone(), self.read_pos, CHUNK);
+        let spare = self.spare.take().unwrap_or_default();
+        self.ahead = ReadAhead::start(f.clone(), self.read_pos, CHUNK, spare);
     }
 
     /// Counts `n` bytes just appended to `buf`; none means the input ended.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde_json::Value as Json;
 
 use crate::schema::{DataType, FieldDefinition, Schema};
-use crate::value::parse_timestamp;
+use crate::value::{DateCache, parse_timestamp_with, trim};
 
 /// Cells read as null when no `null_values` are configured.
 pub const DEFAULT_NULL_TOKENS: &[&str] = &["", "NA", "N/A", "null", "NULL"];
@@ -55,6 +55,8 @@ struct Column {
     nested: Option<DataType>,
     non_null: u64,
     nullable: bool,
+    /// The last date its timestamps named (they mostly share one).
+    dates: DateCache,
 }
 
 impl Column {
@@ -69,26 +71,27 @@ impl Column {
             nested: None,
             non_null: 0,
             nullable,
+            dates: DateCache::default(),
         }
     }
 
     fn observe_text(&mut self, cell: &str) {
         self.non_null += 1;
-        let t = cell.trim();
+        let t = trim(cell);
         if self.boolean {
             self.boolean = t.eq_ignore_ascii_case("true") || t.eq_ignore_ascii_case("false");
         }
-        if self.integer {
-            self.integer = looks_like_integer(t) && t.parse::<i64>().is_ok();
-        }
-        if self.float {
+        let integer = self.integer && looks_like_integer(t) && t.parse::<i64>().is_ok();
+        self.integer = integer;
+        // Every integer cell reads as a float too: only the others are parsed.
+        if self.float && !integer {
             self.float = looks_like_number(t) && t.parse::<f64>().is_ok();
         }
         if self.date {
             self.date = t.len() == 10 && chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok();
         }
         if self.timestamp {
-            self.timestamp = parse_timestamp(t).is_some();
+            self.timestamp = parse_timestamp_with(t, &self.dates).is_some();
         }
     }
 
@@ -134,7 +137,7 @@ impl Column {
             self.date = s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok();
         }
         if self.timestamp {
-            self.timestamp = parse_timestamp(s).is_some();
+            self.timestamp = parse_timestamp_with(s, &self.dates).is_some();
         }
     }
 

@@ -749,7 +749,7 @@ pub(crate) fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
 /// The last calendar date a column's timestamps named: consecutive
 /// timestamps of a stream mostly share their date, and checking it
 /// (leap years, days per month) was a fifth of parsing one.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct DateCache(std::cell::Cell<Option<([u8; 10], NaiveDate)>>);
 
 impl DateCache {

@@ -68,37 +68,54 @@ fn killed_mid_object_resumes_from_the_byte_offset() {
             .spawn()
             .unwrap()
     };
+    // The byte offset in the object of the saved checkpoint, if any.
+    let saved_offset = || -> Option<u64> {
+        let entry = std::fs::read_dir(&cp).ok()?.flatten().find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(".checkpoint.json")
+        })?;
+        let saved = std::fs::read_to_string(entry.path()).ok()?;
+        let at = saved.find("\"byte_offset\": ")?;
+        saved[at + 15..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .ok()
+    };
+    let size: u64 = (0..n)
+        .map(|i| format!("{{\"id\": {i}, \"pad\": \"{}\"}}\n", "x".repeat(48)).len() as u64)
+        .sum();
+    // Each run is killed as soon as it has saved a position further into
+    // the object than the last run's: watched for, not guessed with a
+    // delay, which a faster pipe outran.
     let mut kills = 0;
     let mut resumed_inside = false;
-    for delay in [700u64, 500, 900, 600] {
+    let mut last_offset = 0;
+    for _ in 0..3 {
         let mut child = run();
-        std::thread::sleep(Duration::from_millis(delay));
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
+        let started = std::time::Instant::now();
+        let offset = loop {
+            if child.try_wait().unwrap().is_some() {
+                break None;
+            }
+            if let Some(o) = saved_offset().filter(|o| *o > last_offset) {
+                break Some(o);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no new checkpoint in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let Some(offset) = offset else { break };
         child.kill().unwrap();
         child.wait().unwrap();
         kills += 1;
-        let saved = std::fs::read_dir(&cp)
-            .ok()
-            .and_then(|d| {
-                d.flatten().find(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .ends_with(".checkpoint.json")
-                })
-            })
-            .map(|e| std::fs::read_to_string(e.path()).unwrap())
-            .unwrap_or_default();
-        if let Some(at) = saved.find("\"byte_offset\": ") {
-            let value: u64 = saved[at + 15..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-                .parse()
-                .unwrap();
-            resumed_inside |= value > 0;
-        }
+        // The kill came after this save; a later save could have followed it.
+        last_offset = saved_offset().unwrap_or(offset);
+        resumed_inside |= offset < size;
     }
     let last = run().wait_with_output().unwrap();
     assert!(

@@ -533,10 +533,12 @@ impl ColumnBatch {
             timestamp: record.timestamp,
             event_time: record.event_time,
         });
-        let (_, values) = record.into_parts();
-        for (column, value) in self.columns.columns.iter_mut().zip(values) {
-            column.push(value);
-        }
+        let mut columns = self.columns.columns.iter_mut();
+        record.for_each_value(|value| {
+            if let Some(column) = columns.next() {
+                column.push(value);
+            }
+        });
         self.columns.rows += 1;
     }
 
@@ -710,6 +712,11 @@ mod tests {
             .into_records();
         assert_eq!(shared, owned);
         assert_eq!(format!("{shared:?}"), format!("{owned:?}"));
+        // Back to columns from shared rows as from owned ones.
+        assert_eq!(
+            ColumnBatch::from_records(shared.clone()),
+            ColumnBatch::from_records(owned.clone())
+        );
         shared[1].set("s", "changed".into()).unwrap();
         shared[2].values_mut()[0] = FieldValue::Integer(-1);
         assert_eq!(shared[0], owned[0]);

@@ -192,6 +192,19 @@ impl StreamRecord {
         }
     }
 
+    /// Each value in schema order, given up: moved out of the record's own
+    /// vector, or cloned from its row of a shared block (with no vector
+    /// copied out first, as [`into_parts`](Self::into_parts) must).
+    pub(crate) fn for_each_value(self, f: impl FnMut(FieldValue)) {
+        match self.row {
+            Row::Owned { values, .. } => values.into_iter().for_each(f),
+            Row::Shared { block, start } => block.values[start..start + block.width]
+                .iter()
+                .cloned()
+                .for_each(f),
+        }
+    }
+
     /// The value of the field called `name`.
     pub fn get(&self, name: &str) -> Option<&FieldValue> {
         self.schema().index_of(name).map(|i| &self.values()[i])

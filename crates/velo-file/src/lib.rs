@@ -99,7 +99,7 @@ impl DataSource for FileDataSource {
         .map(String::from)
         .to_vec();
         for c in [Compression::Gzip, Compression::Zstd] {
-            if c.reader(std::io::empty()).is_ok() {
+            if c.is_compiled() {
                 capabilities.push(c.to_string());
             }
         }

@@ -47,6 +47,16 @@ impl Compression {
         }
     }
 
+    /// Whether this build can read and write the codec (its cargo feature
+    /// is on), without building one to find out.
+    pub const fn is_compiled(self) -> bool {
+        match self {
+            Compression::None => true,
+            Compression::Gzip => cfg!(feature = "gzip"),
+            Compression::Zstd => cfg!(feature = "zstd"),
+        }
+    }
+
     /// Wraps `inner` so that reading yields decompressed bytes.
     pub fn reader<'a, R: Read + Send + 'a>(self, inner: R) -> Result<Box<dyn Read + Send + 'a>> {
         match self {
@@ -201,6 +211,14 @@ mod tests {
         assert_eq!(Compression::from_path("a.jsonl.zst"), Compression::Zstd);
         assert_eq!(Compression::from_path("a.csv"), Compression::None);
         assert!("lz4".parse::<Compression>().is_err());
+    }
+
+    #[test]
+    fn is_compiled_says_whether_a_codec_can_be_built() {
+        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            assert_eq!(c.is_compiled(), c.reader(io::empty()).is_ok(), "{c}");
+            assert_eq!(c.is_compiled(), c.writer(io::sink()).is_ok(), "{c}");
+        }
     }
 
     #[test]

@@ -47,6 +47,56 @@ async fn csv_typed_records_and_schema() {
     assert!(!reader.has_more().await.unwrap());
 }
 
+/// The sample starts short and grows while inference wants rows: a row
+/// past the first 64 KiB but within the sampled rows still decides a type,
+/// for plain and compressed files and both CSV and JSON Lines.
+#[tokio::test]
+async fn inference_samples_its_rows_beyond_the_first_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let pad = "x".repeat(200);
+    // Rows of about 210 bytes: row 600 starts near byte 126,000. Integers
+    // until then, a decimal there, text in a header-less column after it.
+    let csv: String = std::iter::once("n,pad\n".to_string())
+        .chain((0..900).map(|i| match i {
+            600 => format!("1.5,{pad}\n"),
+            _ => format!("{i},{pad}\n"),
+        }))
+        .collect();
+    let jsonl: String = (0..900)
+        .map(|i| match i {
+            600 => format!("{{\"n\":1.5,\"pad\":\"{pad}\"}}\n"),
+            _ => format!("{{\"n\":{i},\"pad\":\"{pad}\"}}\n"),
+        })
+        .collect();
+    let plain_csv = dir.path().join("wide.csv");
+    std::fs::write(&plain_csv, &csv).unwrap();
+    let gz_csv = dir.path().join("wide.csv.gz");
+    let mut gz = velo_datasource_core::format::compression::Compression::Gzip
+        .writer(Vec::new())
+        .unwrap();
+    gz.write_all(csv.as_bytes()).unwrap();
+    std::fs::write(&gz_csv, gz.finish().unwrap()).unwrap();
+    let plain_jsonl = dir.path().join("wide.jsonl");
+    std::fs::write(&plain_jsonl, &jsonl).unwrap();
+    for path in [&plain_csv, &gz_csv, &plain_jsonl] {
+        let src = source(&uri(path, "")).await.unwrap();
+        let schema = src.fetch_schema().await.unwrap();
+        assert_eq!(
+            schema.field("n").unwrap().data_type,
+            DataType::Float,
+            "{}",
+            path.display()
+        );
+        let mut reader = src.create_reader().await.unwrap();
+        let records = read_all(reader.as_mut()).await.unwrap();
+        assert_eq!(records.len(), 900, "{}", path.display());
+    }
+    // Rows past `sample_rows` do not count, however short the file.
+    let src = source(&uri(&plain_csv, "sample_rows=500")).await.unwrap();
+    let schema = src.fetch_schema().await.unwrap();
+    assert_eq!(schema.field("n").unwrap().data_type, DataType::Integer);
+}
+
 #[tokio::test]
 async fn jsonl_and_json_array_and_compressed() {
     let dir = tempfile::tempdir().unwrap();

@@ -558,6 +558,8 @@ pub(super) fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result
     // Rows are observed as they are read, their cells borrowed from csv-core's output.
     let mut inferrer: Option<SchemaInferrer> = None;
     let mut sampled = 0;
+    // A given schema needs only the header (or that there is a first row).
+    let mut have_enough = false;
     while pos < sample.len() && sampled < options.sample_rows {
         let Some((mut len, n)) = fields.read(&mut rdr, &sample[pos..], eof) else {
             break;
@@ -579,13 +581,14 @@ pub(super) fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result
             header = Some(dedup_names(cells.map(|c| c.into_owned()).collect()));
             header_len = pos;
             if options.schema.is_some() {
+                have_enough = true;
                 break;
             }
             continue;
         }
         let names = header.get_or_insert_with(|| (0..n).map(|i| format!("col_{i}")).collect());
-        // A given schema needs only the header.
         if options.schema.is_some() {
+            have_enough = true;
             break;
         }
         inferrer
@@ -593,6 +596,7 @@ pub(super) fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result
             .observe_text_row(cells);
         sampled += 1;
     }
+    let needs_more = !eof && !have_enough && sampled < options.sample_rows;
     let names = header.unwrap_or_default();
     if let Some(given) = &options.schema {
         if options.has_header && !names.is_empty() && names.len() != given.len() {
@@ -605,6 +609,7 @@ pub(super) fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result
         return Ok(Inferred {
             schema: given.clone(),
             header_len,
+            needs_more,
         });
     }
     if names.is_empty() {
@@ -625,6 +630,7 @@ pub(super) fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result
     Ok(Inferred {
         schema: Arc::new(schema),
         header_len,
+        needs_more,
     })
 }
 
@@ -1161,6 +1167,26 @@ mod tests {
         assert_eq!(inf.header_len, 9, "the header's \\r\\n is the header's");
         let lens: Vec<_> = frames.iter().map(|f| (f.len, f.lines)).collect();
         assert_eq!(lens, vec![(5, 1), (10, 2), (5, 1)]);
+    }
+
+    #[test]
+    fn a_short_sample_asks_for_more_until_it_has_its_rows() {
+        let mut o = opts();
+        o.sample_rows = 2;
+        // The third line is cut: only one row.
+        let cut = infer(&o, b"a,b\n1,2\n3,", false).unwrap();
+        assert!(cut.needs_more);
+        assert!(!infer(&o, b"a,b\n1,2\n3,", true).unwrap().needs_more);
+        assert!(!infer(&o, b"a,b\n1,2\n3,4\n", false).unwrap().needs_more);
+        // No whole row yet: an error now, but more input may fix it.
+        assert!(infer(&o, b"a,b", false).is_err());
+        // A given schema needs the header only.
+        o.schema = Some(Arc::new(Schema::new(vec![
+            FieldDefinition::new("a", DataType::Integer, false),
+            FieldDefinition::new("b", DataType::Integer, false),
+        ])));
+        assert!(!infer(&o, b"a,b\n1,", false).unwrap().needs_more);
+        assert!(infer(&o, b"a,", false).unwrap().needs_more);
     }
 
     #[test]

@@ -490,12 +490,14 @@ impl<'de> serde::Deserialize<'de> for OrderedObject {
     }
 }
 
+/// The schema of the first `sample_rows` of `objects` (or the given one),
+/// and whether there were that many.
 fn sample_schema<'a>(
     options: &FormatOptions,
     objects: impl Iterator<Item = &'a [u8]>,
-) -> Result<Arc<Schema>> {
+) -> (Arc<Schema>, bool) {
     if let Some(given) = &options.schema {
-        return Ok(given.clone());
+        return (given.clone(), true);
     }
     let mut inferrer = SchemaInferrer::new(Vec::<String>::new(), options.inference());
     for bytes in objects {
@@ -506,23 +508,28 @@ fn sample_schema<'a>(
             inferrer.observe_json_fields(fields.iter().map(|(k, v)| (k.as_str(), v)));
         }
     }
-    Ok(Arc::new(inferrer.finish()))
+    let done = inferrer.is_done();
+    (Arc::new(inferrer.finish()), done)
 }
 
 pub(super) fn infer_lines(options: &FormatOptions, sample: &[u8], eof: bool) -> Result<Inferred> {
-    let mut lines: Vec<&[u8]> = sample.split(|b| *b == b'\n').collect();
-    if !eof && !sample.ends_with(b"\n") {
-        lines.pop();
-    }
-    let schema = sample_schema(
+    // Without the end of the input, the text after the last line break
+    // may be part of a line.
+    let whole = match sample.iter().rposition(|b| *b == b'\n') {
+        _ if eof => sample,
+        Some(last) => &sample[..last],
+        None => &[],
+    };
+    let (schema, done) = sample_schema(
         options,
-        lines
-            .into_iter()
+        whole
+            .split(|b| *b == b'\n')
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace)),
-    )?;
+    );
     Ok(Inferred {
         schema,
         header_len: 0,
+        needs_more: !eof && !done,
     })
 }
 
@@ -539,10 +546,14 @@ pub(super) fn infer_array(options: &FormatOptions, sample: &[u8], eof: bool) -> 
         ));
     }
     pos += 1;
+    let mut closed = false;
     while pos < sample.len() && objects.len() < options.sample_rows {
         match sample[pos] {
             b if b.is_ascii_whitespace() || b == b',' => pos += 1,
-            b']' => break,
+            b']' => {
+                closed = true;
+                break;
+            }
             _ => match value_len(&sample[pos..]) {
                 Some(len) => {
                     objects.push(&sample[pos..pos + len]);
@@ -557,9 +568,11 @@ pub(super) fn infer_array(options: &FormatOptions, sample: &[u8], eof: bool) -> 
             },
         }
     }
+    let (schema, done) = sample_schema(options, objects.into_iter());
     Ok(Inferred {
-        schema: sample_schema(options, objects.into_iter())?,
+        schema,
         header_len: 0,
+        needs_more: !eof && !closed && !done,
     })
 }
 
@@ -716,6 +729,25 @@ mod tests {
 
     fn opts(format: FileFormat) -> FormatOptions {
         FormatOptions::new(format)
+    }
+
+    #[test]
+    fn a_short_sample_asks_for_more_until_it_has_its_rows() {
+        let mut o = opts(FileFormat::JsonLines);
+        o.sample_rows = 2;
+        let lines = |s: &[u8], eof| infer_lines(&o, s, eof).unwrap();
+        // The second object is cut: one row, and its text is not read.
+        let cut = lines(b"{\"a\":1}\n{\"a\":1.", false);
+        assert!(cut.needs_more);
+        assert_eq!(cut.schema.fields()[0].data_type, DataType::Integer);
+        assert!(!lines(b"{\"a\":1}\n{\"a\":1.", true).needs_more);
+        assert!(!lines(b"{\"a\":1}\n{\"a\":1.5}\n{", false).needs_more);
+        let mut o = opts(FileFormat::JsonArray);
+        o.sample_rows = 2;
+        let array = |s: &[u8], eof| infer_array(&o, s, eof).unwrap();
+        assert!(array(b"[{\"a\":1},{\"a\"", false).needs_more);
+        assert!(!array(b"[{\"a\":1}]", false).needs_more, "the array ended");
+        assert!(!array(b"[{\"a\":1},{\"a\":2},", false).needs_more);
     }
 
     fn any_value() -> impl proptest::strategy::Strategy<Value = FieldValue> {

@@ -272,6 +272,11 @@ pub struct Inferred {
     pub schema: Arc<Schema>,
     /// Bytes of header before the first record (CSV).
     pub header_len: usize,
+    /// The sample ended before inference saw what it looks at (the
+    /// `sample_rows` rows, or the header of a given schema) while the input
+    /// goes on: a longer sample could give another schema. A reader can
+    /// start with a short sample and read more only when this is set.
+    pub needs_more: bool,
 }
 
 /// Infers the schema from `sample`, the first bytes of the input (`eof` when

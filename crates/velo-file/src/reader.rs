@@ -114,6 +114,18 @@ impl State {
         Ok(vec![PathBuf::from(path)])
     }
 
+    /// Adds `t` to the files read. A bounded read takes its files one at a
+    /// time, so it keeps only the first unfinished one open; the others are
+    /// opened again at their turn (streaming modes watch every file).
+    fn track(&mut self, mut t: Tracked) {
+        if !self.opts.mode.is_streaming()
+            && self.files.iter().any(|f| !f.finished && !f.is_closed())
+        {
+            t.close();
+        }
+        self.files.push(t);
+    }
+
     /// Finds new, rotated, renamed, truncated and vanished files.
     fn scan(&mut self) -> Result<()> {
         let first = !self.scanned;
@@ -188,7 +200,7 @@ impl State {
                             tracing::info!(path = %cand.display(), "file rotated: a new file took its name");
                             t.rotated = true;
                             if !self.opts.finish_rotated {
-                                t.finished = true;
+                                t.finish();
                             }
                         }
                     }
@@ -203,7 +215,8 @@ impl State {
                             format!("{} is compressed and cannot be tailed", cand.display()),
                         ));
                     }
-                    self.files.push(Tracked::open(&cand, &self.opts, None)?);
+                    let t = Tracked::open(&cand, &self.opts, None)?;
+                    self.track(t);
                 }
             }
         }
@@ -213,7 +226,7 @@ impl State {
                     tracing::info!(path = %t.path.display(), "file moved away or deleted; reading it to its end");
                     t.rotated = true;
                     if !self.opts.finish_rotated {
-                        t.finished = true;
+                        t.finish();
                     }
                 }
             }
@@ -349,7 +362,8 @@ impl State {
                 (Err(_), _) => false,
             };
             if same {
-                self.files.push(Tracked::open(&p, &self.opts, at)?);
+                let t = Tracked::open(&p, &self.opts, at)?;
+                self.track(t);
                 continue;
             }
             match fp.as_ref().and_then(|fp| self.find_rotated(&p, fp, false)) {
@@ -357,7 +371,7 @@ impl State {
                     tracing::info!(from = %path, to = %rotated.display(), "checkpointed file was rotated; finishing it under its new name");
                     let mut t = Tracked::open(&rotated, &self.opts, at)?;
                     t.rotated = true;
-                    self.files.push(t);
+                    self.track(t);
                     newest_rotated = Some((p.clone(), rotated));
                 }
                 None => tracing::warn!(
@@ -420,6 +434,12 @@ impl State {
                 i += 1;
                 continue;
             }
+            if self.files[i].is_closed() {
+                if !io {
+                    return Ok(Fill::NeedsIo);
+                }
+                self.files[i].reopen(&self.opts)?;
+            }
             let final_eof =
                 !self.opts.mode.is_streaming() || self.files[i].rotated || self.files[i].read_once;
             let t = &mut self.files[i];
@@ -442,7 +462,7 @@ impl State {
                         if t.rotated {
                             tracing::info!(path = %t.path.display(), "finished reading a rotated file");
                         }
-                        t.finished = true;
+                        t.finish();
                     } else {
                         t.retry_at_end();
                     }

@@ -32,6 +32,9 @@ enum Input {
     Compressed(Box<dyn Read + Send>),
     /// Parquet and Avro: whole rows, positions counted in records.
     Records(Box<dyn RecordFileReader>),
+    /// No descriptor and no buffers: a file read to its end, or one that a
+    /// bounded read has not reached yet (opened again at its turn).
+    Closed,
 }
 
 /// A frame with the position just after it.
@@ -529,6 +532,13 @@ impl Tracked {
             Input::Plain(f) => read_at(f, &mut self.buf[len..], self.read_pos),
             Input::Compressed(r) => r.read(&mut self.buf[len..]),
             Input::Records(_) => Ok(0),
+            Input::Closed => {
+                self.buf.truncate(len);
+                return Err(Error::State(format!(
+                    "{} was read after it was closed",
+                    self.path.display()
+                )));
+            }
         };
         let n = match n {
             Ok(n) => n,
@@ -580,7 +590,7 @@ impl Tracked {
     /// Bytes not yet handed out, as of the last stat or read (plain files).
     pub(crate) fn known_remaining(&self) -> u64 {
         match &self.input {
-            Input::Plain(_) => self.known_len.saturating_sub(self.offset),
+            Input::Plain(_) | Input::Closed => self.known_len.saturating_sub(self.offset),
             Input::Compressed(_) | Input::Records(_) => 0,
         }
     }
@@ -589,13 +599,62 @@ impl Tracked {
     pub(crate) fn open_len(&self) -> Option<u64> {
         match &self.input {
             Input::Plain(f) => f.metadata().ok().map(|m| m.len()),
-            Input::Compressed(_) | Input::Records(_) => None,
+            Input::Compressed(_) | Input::Records(_) | Input::Closed => None,
         }
     }
 
     /// Bytes read past the handed-out position (for truncation checks).
     pub(crate) fn read_pos(&self) -> u64 {
         self.read_pos
+    }
+
+    /// Lets go of the file's descriptor, buffers and decoder; its path,
+    /// fingerprint, position and schema stay. A bounded read of a
+    /// directory otherwise held every file open (the usual limit is 1,024
+    /// descriptors) with a 256 KiB buffer each.
+    pub(crate) fn close(&mut self) {
+        self.remaining();
+        self.input = Input::Closed;
+        self.decoder = None;
+        self.ahead = None;
+        self.buf = Vec::new();
+        self.buf_base = self.offset;
+        self.spare = None;
+    }
+
+    /// Nothing more will come from this file: it is closed.
+    pub(crate) fn finish(&mut self) {
+        self.finished = true;
+        self.close();
+    }
+
+    /// Whether [`close`](Self::close) let go of the file.
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.input, Input::Closed)
+    }
+
+    /// Opens a closed file again at its position. A file that is no longer
+    /// the one closed (another inode or other first bytes) is read from its
+    /// start, as a replaced file is.
+    pub(crate) fn reopen(&mut self, opts: &FileSourceOptions) -> Result<()> {
+        let path = self.path.clone();
+        let file = open_file(&path)?;
+        let same = self
+            .fingerprint
+            .matches(&file)
+            .map_err(|e| Error::io(&path, e))?;
+        let (fingerprint, at) = if same {
+            (self.fingerprint, Some((self.offset, self.line)))
+        } else {
+            tracing::warn!(path = %path.display(), offset = self.offset, "file was replaced before it was read on; reading it from the start");
+            let fp =
+                Fingerprint::of(&file, opts.fingerprint_bytes).map_err(|e| Error::io(&path, e))?;
+            (fp, None)
+        };
+        let rotated = self.rotated;
+        *self = Self::from_file(&path, file, fingerprint, opts, at)?;
+        self.rotated = rotated;
+        Ok(())
     }
 
     /// Starts this file over from its first record (it was truncated or rewritten in place).

@@ -182,3 +182,28 @@ async fn a_truncated_container_file_is_a_clear_error() {
         .to_string();
     assert!(e.contains("bad.parquet") && e.contains("Parquet"), "{e}");
 }
+
+/// A bounded read of several container files opens each at its turn and
+/// resumes in the middle of one from its record count.
+#[tokio::test]
+async fn a_glob_of_parquet_files_reads_each_in_turn_and_resumes_mid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b", "c"] {
+        write_parquet(&dir.path().join(format!("{name}.parquet")));
+    }
+    let src = source(&uri(&dir.path().join("*.parquet"), ""))
+        .await
+        .unwrap();
+    let mut r = src.create_reader().await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < (ROWS + ROWS / 2) as usize {
+        got.extend(r.read_batch(50).await.unwrap());
+    }
+    let pos = r.position().unwrap();
+    drop(r);
+    let mut resumed = src.create_reader().await.unwrap();
+    resumed.restore(pos).await.unwrap();
+    got.extend(read_all(resumed.as_mut()).await.unwrap());
+    let once: Vec<i64> = (0..ROWS).collect();
+    assert_eq!(ints(&got, "id"), once.repeat(3));
+}

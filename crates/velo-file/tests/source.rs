@@ -707,6 +707,72 @@ async fn tail_sees_appends_from_another_writer() {
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
+/// Files of `dir` the process has open now (Linux: `/proc/self/fd`).
+fn open_files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+/// A bounded read of a directory lets go of each file once it is read to
+/// its end: thousands of files must not mean thousands of descriptors (the
+/// usual limit is 1,024) or a read buffer each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_directory_read_closes_each_file_it_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..300 {
+        std::fs::write(dir.path().join(format!("{i:03}.csv")), format!("n\n{i}\n")).unwrap();
+    }
+    let src = source(&uri(&dir.path().join("*.csv"), "")).await.unwrap();
+    let mut r = src.create_reader().await.unwrap();
+    let mut got = Vec::new();
+    let mut most_open = 0;
+    while got.len() < 150 {
+        got.extend(r.read_batch(10).await.unwrap());
+        most_open = most_open.max(open_files_under(dir.path()));
+    }
+    // Restored halfway, a new reader goes on with the files not read yet.
+    let position = r.position().unwrap();
+    assert_eq!(position.offsets.len(), 300, "every file's position is kept");
+    drop(r);
+    let mut r = src.create_reader().await.unwrap();
+    r.restore(position).await.unwrap();
+    loop {
+        let batch = r.read_batch(10).await.unwrap();
+        most_open = most_open.max(open_files_under(dir.path()));
+        if batch.is_empty() && !r.has_more().await.unwrap() {
+            break;
+        }
+        got.extend(batch);
+    }
+    assert_eq!(ints(&got, "n"), (0..300).collect::<Vec<_>>());
+    assert!(most_open <= 2, "{most_open} files open at once");
+    assert_eq!(open_files_under(dir.path()), 0);
+}
+
+/// A file of a bounded read that is replaced before the read reaches it
+/// is read as it is then, from its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_read_reads_a_file_replaced_before_its_turn_as_it_is_then() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.csv"), "n\n1\n2\n").unwrap();
+    std::fs::write(dir.path().join("b.csv"), "n\n3\n").unwrap();
+    let mut r = source(&uri(&dir.path().join("*.csv"), ""))
+        .await
+        .unwrap()
+        .create_reader()
+        .await
+        .unwrap();
+    let mut got = r.read_batch(1).await.unwrap();
+    let new = dir.path().join("b.tmp");
+    std::fs::write(&new, "n\n4\n5\n").unwrap();
+    std::fs::rename(&new, dir.path().join("b.csv")).unwrap();
+    got.extend(read_all(r.as_mut()).await.unwrap());
+    assert_eq!(ints(&got, "n"), [1, 2, 4, 5]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_watch_picks_up_new_files() {
     let dir = tempfile::tempdir().unwrap();

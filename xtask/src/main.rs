@@ -306,6 +306,9 @@ fn subset(o: Only) -> &'static [&'static [&'static str]] {
                 "velo-file",
                 "-p",
                 "velo-example-connector",
+                // The container formats' tests compile to nothing without them.
+                "--features",
+                "velo-file/parquet,velo-file/avro",
             ],
             &["-p", "velo-cli", "--bins", "--test", "cli"],
         ],
@@ -336,7 +339,7 @@ fn subset(o: Only) -> &'static [&'static [&'static str]] {
             &["-p", "velo-cli", "--test", "postgres"],
         ],
         Only::S3 => &[
-            &["-p", "velo-s3"],
+            &["-p", "velo-s3", "--features", "velo-s3/parquet"],
             &[
                 "-p",
                 "tests-integration",

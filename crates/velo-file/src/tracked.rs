@@ -525,7 +525,8 @@ impl Tracked {
     fn read_more(&mut self) -> Result<()> {
         self.compact();
         let len = self.buf.len();
-        self.buf.resize(len + CHUNK, 0);
+        let want = self.next_read_len();
+        self.buf.resize(len + want, 0);
         // The running read ahead (if any) is dropped: its bytes are read here.
         self.ahead = None;
         let n = match &mut self.input {
@@ -555,6 +556,24 @@ impl Tracked {
         Ok(())
     }
 
+    /// How many bytes the next read asks for: a chunk, or what a regular
+    /// file has beyond the bytes read when that is less. A watched file is
+    /// read again at every poll, mostly to find nothing or a few lines:
+    /// growing (and zeroing) its buffer by a whole chunk each time cost a
+    /// 256 KiB `memset` per file per poll.
+    fn next_read_len(&self) -> usize {
+        match &self.input {
+            Input::Plain(f) => match f.metadata() {
+                Ok(m) if m.is_file() => {
+                    m.len().saturating_sub(self.read_pos).min(CHUNK as u64) as usize
+                }
+                // A pipe or device has no length to go by.
+                _ => CHUNK,
+            },
+            _ => CHUNK,
+        }
+    }
+
     /// Drops handed-out bytes from the front of the buffer.
     fn compact(&mut self) {
         let keep_from = (self.offset.min(self.decoded) - self.buf_base) as usize;
@@ -572,7 +591,25 @@ impl Tracked {
         if !self.read_once {
             self.input_eof = false;
             self.recheck = true;
+            self.keep_only_unread();
         }
+    }
+
+    /// Shrinks the buffers to the bytes not handed out yet (a partial
+    /// record at most): a watched file mostly waits at its end, and a
+    /// directory of them kept a 256 KiB buffer or two each.
+    fn keep_only_unread(&mut self) {
+        let keep_from = (self.offset.min(self.decoded) - self.buf_base) as usize;
+        self.buf.drain(..keep_from);
+        self.buf_base += keep_from as u64;
+        self.buf.shrink_to_fit();
+        self.spare = None;
+    }
+
+    /// Bytes the buffers hold room for (for tests of what a file keeps).
+    #[cfg(test)]
+    pub(crate) fn buffered_capacity(&self) -> usize {
+        self.buf.capacity() + self.spare.as_ref().map_or(0, Vec::capacity)
     }
 
     /// Bytes in the file not yet handed out.
@@ -730,4 +767,64 @@ fn next_records(
 
 fn count_lines(bytes: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', bytes).count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use velo_datasource_core::DataSourceUri;
+
+    use super::*;
+
+    /// Frames decoded (and handed out) until the file's current end.
+    fn read_to_end(t: &mut Tracked) -> usize {
+        let mut got = 0;
+        loop {
+            let mut out = Vec::new();
+            match t.next_frames(100, false, &mut out, None, true).unwrap() {
+                Status::Frames { .. } => {
+                    got += out.len();
+                    t.consume_all();
+                }
+                Status::AtEnd => {
+                    t.retry_at_end();
+                    return got;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_tailed_file_at_its_end_keeps_no_chunk_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.jsonl");
+        let line = format!("{{\"n\":1,\"pad\":\"{}\"}}\n", "x".repeat(100));
+        std::fs::write(&path, line.repeat(5000)).unwrap();
+        let uri = format!("file://{}?mode=tail", path.display());
+        let opts = FileSourceOptions::from_config(
+            &DataSourceUri::parse(&uri)
+                .unwrap()
+                .to_source_config()
+                .unwrap(),
+        )
+        .unwrap();
+        let mut t = Tracked::open(&path, &opts, None).unwrap();
+        assert_eq!(read_to_end(&mut t), 5000);
+        assert_eq!(t.buffered_capacity(), 0, "nothing left to hand out");
+        // A few new lines are read into a buffer of their size, not a chunk's.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(line.repeat(3).as_bytes()).unwrap();
+        // A partial line stays for the next read.
+        f.write_all(b"{\"n\":").unwrap();
+        assert_eq!(read_to_end(&mut t), 3);
+        assert!(t.buffered_capacity() < 64, "{}", t.buffered_capacity());
+        f.write_all(b"2}\n").unwrap();
+        assert_eq!(read_to_end(&mut t), 1);
+        assert_eq!(t.offset, std::fs::metadata(&path).unwrap().len());
+    }
 }

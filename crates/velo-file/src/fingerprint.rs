@@ -49,6 +49,13 @@ impl Fingerprint {
         Ok(covered == self.covered && crc == self.crc)
     }
 
+    /// The device and inode of `file` (one `fstat`): what
+    /// [`same_inode`](Self::same_inode) compares, for a caller that checks
+    /// one file against many fingerprints.
+    pub fn identity(file: &File) -> std::io::Result<(u64, u64)> {
+        dev_ino(file)
+    }
+
     /// Whether `file` has this fingerprint's device and inode (content aside).
     pub fn same_inode(&self, file: &File) -> std::io::Result<bool> {
         Ok(dev_ino(file)? == (self.dev, self.ino))

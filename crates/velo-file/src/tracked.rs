@@ -149,6 +149,38 @@ fn infer_from_sample(
     }
 }
 
+/// The compression of `path`: the configured one, or by its extension.
+fn compression_of(path: &Path, opts: &FileSourceOptions) -> Compression {
+    opts.compression
+        .unwrap_or_else(|| Compression::from_path(path))
+}
+
+/// The schema of `file` and where to start reading it: `at` when it is
+/// past the header, else the first record. The start of the file is
+/// sampled for both, unless `known` (the schema from an earlier open of
+/// the same file) and `at` already say all.
+fn locate(
+    path: &Path,
+    file: &File,
+    compression: Compression,
+    opts: &FileSourceOptions,
+    at: Option<(u64, u64)>,
+    known: Option<Inferred>,
+) -> Result<(Inferred, (u64, u64))> {
+    if let (Some(inferred), Some((offset, line))) = (&known, at)
+        && offset >= inferred.header_len as u64
+    {
+        return Ok((inferred.clone(), (offset, line)));
+    }
+    let (sample, inferred) = infer_from_sample(path, file, compression, opts)?;
+    let header_len = inferred.header_len as u64;
+    let start = match at {
+        Some((offset, line)) if offset >= header_len => (offset, line),
+        _ => (header_len, count_lines(&sample[..inferred.header_len])),
+    };
+    Ok((inferred, start))
+}
+
 /// Opens `path` for reading, with errors that say what is wrong with it.
 pub(crate) fn open_file(path: &Path) -> Result<File> {
     match std::fs::metadata(path) {
@@ -175,29 +207,50 @@ impl Tracked {
         let file = open_file(path)?;
         let fingerprint =
             Fingerprint::of(&file, opts.fingerprint_bytes).map_err(|e| Error::io(path, e))?;
-        Self::from_file(path, file, fingerprint, opts, at)
+        Self::from_file(path, file, fingerprint, opts, at, None)
     }
 
+    /// [`open`](Self::open), but closed at once ([`close`](Self::close)):
+    /// the file's fingerprint, schema and first position, for a file a
+    /// bounded read reaches later. It costs no decoder and no buffer.
+    pub(crate) fn probe(
+        path: &Path,
+        opts: &FileSourceOptions,
+        at: Option<(u64, u64)>,
+    ) -> Result<Self> {
+        let file = open_file(path)?;
+        let fingerprint =
+            Fingerprint::of(&file, opts.fingerprint_bytes).map_err(|e| Error::io(path, e))?;
+        if format::is_record_file(opts.format.format) {
+            let mut t = Self::record_file(path, file, fingerprint, opts, at)?;
+            t.close();
+            return Ok(t);
+        }
+        let compression = compression_of(path, opts);
+        let (inferred, start) = locate(path, &file, compression, opts, at, None)?;
+        let plain = compression == Compression::None;
+        let mut t = Self::with_input(path, fingerprint, inferred, Input::Closed, start, !plain);
+        if plain {
+            t.known_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        }
+        Ok(t)
+    }
+
+    /// A file opened as `file`, at `at`; `known` is its schema from an
+    /// earlier open (sampled again unless `at` is past the header).
     fn from_file(
         path: &Path,
         mut file: File,
         fingerprint: Fingerprint,
         opts: &FileSourceOptions,
         at: Option<(u64, u64)>,
+        known: Option<Inferred>,
     ) -> Result<Self> {
         if format::is_record_file(opts.format.format) {
             return Self::record_file(path, file, fingerprint, opts, at);
         }
-        let compression = opts
-            .compression
-            .unwrap_or_else(|| Compression::from_path(path));
-        // Sample the start for the schema (and the CSV header's length).
-        let (sample, inferred) = infer_from_sample(path, &file, compression, opts)?;
-        let header_len = inferred.header_len as u64;
-        let (offset, line) = match at {
-            Some((o, l)) if o >= header_len => (o, l),
-            _ => (header_len, count_lines(&sample[..inferred.header_len])),
-        };
+        let compression = compression_of(path, opts);
+        let (inferred, (offset, line)) = locate(path, &file, compression, opts, at, known)?;
         let input = if compression == Compression::None {
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| Error::io(path, e))?;
@@ -216,29 +269,18 @@ impl Tracked {
             }
             Input::Compressed(reader)
         };
-        let decoder = Some(format::decoder(&opts.format, &inferred, offset)?);
-        Ok(Tracked {
-            path: path.to_owned(),
+        let decoder = format::decoder(&opts.format, &inferred, offset)?;
+        let read_once = compression != Compression::None;
+        let mut t = Self::with_input(
+            path,
             fingerprint,
-            read_once: compression != Compression::None,
-            input,
-            decoder,
             inferred,
-            offset,
-            line,
-            buf: Vec::new(),
-            buf_base: offset,
-            decoded: offset,
-            decoded_line: line,
-            read_pos: offset,
-            input_eof: false,
-            known_len: 0,
-            recheck: false,
-            rotated: false,
-            finished: false,
-            ahead: None,
-            spare: None,
-        })
+            input,
+            (offset, line),
+            read_once,
+        );
+        t.decoder = Some(decoder);
+        Ok(t)
     }
 
     /// A Parquet or Avro file: its position is `(0, records read)`.
@@ -258,20 +300,41 @@ impl Tracked {
             header_len: 0,
             needs_more: false,
         };
-        Ok(Tracked {
+        let input = Input::Records(records);
+        Ok(Self::with_input(
+            path,
+            fingerprint,
+            inferred,
+            input,
+            (0, line),
+            true,
+        ))
+    }
+
+    /// A file read from `start` (byte offset and line) on, nothing read yet
+    /// and no decoder.
+    fn with_input(
+        path: &Path,
+        fingerprint: Fingerprint,
+        inferred: Inferred,
+        input: Input,
+        (offset, line): (u64, u64),
+        read_once: bool,
+    ) -> Self {
+        Tracked {
             path: path.to_owned(),
             fingerprint,
-            read_once: true,
-            input: Input::Records(records),
+            read_once,
+            input,
             decoder: None,
             inferred,
-            offset: 0,
+            offset,
             line,
             buf: Vec::new(),
-            buf_base: 0,
-            decoded: 0,
+            buf_base: offset,
+            decoded: offset,
             decoded_line: line,
-            read_pos: 0,
+            read_pos: offset,
             input_eof: false,
             known_len: 0,
             recheck: false,
@@ -279,7 +342,7 @@ impl Tracked {
             finished: false,
             ahead: None,
             spare: None,
-        })
+        }
     }
 
     /// Where this file is, as a checkpoint entry.
@@ -688,8 +751,9 @@ impl Tracked {
                 Fingerprint::of(&file, opts.fingerprint_bytes).map_err(|e| Error::io(&path, e))?;
             (fp, None)
         };
+        let known = same.then(|| self.inferred.clone());
         let rotated = self.rotated;
-        *self = Self::from_file(&path, file, fingerprint, opts, at)?;
+        *self = Self::from_file(&path, file, fingerprint, opts, at, known)?;
         self.rotated = rotated;
         Ok(())
     }
@@ -705,7 +769,7 @@ impl Tracked {
             .map_err(|e| Error::io(&path, e))?;
         let fingerprint =
             Fingerprint::of(&file, opts.fingerprint_bytes).map_err(|e| Error::io(&path, e))?;
-        *self = Self::from_file(&path, file, fingerprint, opts, None)?;
+        *self = Self::from_file(&path, file, fingerprint, opts, None, None)?;
         Ok(())
     }
 

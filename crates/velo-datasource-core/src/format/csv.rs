@@ -3,14 +3,16 @@
 //! the schema, and writing through the `csv` crate's quoting rules.
 
 mod by_column;
+mod core_reader;
 mod split;
 
 use std::borrow::Cow;
 use std::io::Write as _;
 use std::sync::Arc;
 
-use csv_core::{ReadRecordResult, ReaderBuilder};
+use csv_core::ReadRecordResult;
 
+use self::core_reader::CoreReader;
 use self::split::{Split, Splitter};
 use super::{Decoder, Encoder, FormatOptions, Frame, Inferred, Span};
 use crate::columns::{Column, Columns};
@@ -21,15 +23,6 @@ use crate::schema::{DataType, FieldDefinition, Schema};
 use crate::value::{
     DateCache, FieldValue, TimestampText, parse_bool, parse_float, parse_timestamp_with, trim,
 };
-
-fn core_reader(options: &FormatOptions) -> csv_core::Reader {
-    let mut b = ReaderBuilder::new();
-    b.delimiter(options.delimiter).quote(options.quote);
-    if let Some(e) = options.escape {
-        b.escape(Some(e)).double_quote(false);
-    }
-    b.build()
-}
 
 /// Reads one record's fields from `input`; `None` if the input ends first (and not `eof`).
 struct Fields {
@@ -133,7 +126,7 @@ struct FrameLen {
 /// Decodes CSV data rows (after the header) into typed values.
 #[derive(Debug)]
 pub struct CsvDecoder {
-    rdr: csv_core::Reader,
+    rdr: CoreReader,
     /// csv-core's output, for lines the splitter leaves to it.
     fields: FieldsBuf,
     splitter: Splitter,
@@ -222,7 +215,7 @@ impl CsvDecoder {
     /// A decoder of rows into `schema`.
     pub fn new(options: &FormatOptions, schema: Arc<Schema>) -> Self {
         CsvDecoder {
-            rdr: core_reader(options),
+            rdr: CoreReader::new(options),
             fields: FieldsBuf(Fields::new()),
             splitter: Splitter::new(options.delimiter, options.quote),
             ends: Vec::with_capacity(schema.len()),
@@ -550,7 +543,7 @@ fn is_blank(fields: usize, bytes: &[u8]) -> bool {
 
 /// Reads the header (or counts columns) and samples rows for types.
 pub(super) fn infer(options: &FormatOptions, sample: &[u8], eof: bool) -> Result<Inferred> {
-    let mut rdr = core_reader(options);
+    let mut rdr = CoreReader::new(options);
     let mut fields = Fields::new();
     let mut pos = 0;
     // Skip blank lines before the header.
@@ -885,7 +878,7 @@ mod tests {
     /// The cells csv-core alone reads from `data`, blank records left out:
     /// what the splitter's fast path must agree with.
     fn csv_core_rows(data: &[u8]) -> Vec<Vec<String>> {
-        let mut rdr = core_reader(&opts());
+        let mut rdr = CoreReader::new(&opts());
         let mut fields = Fields::new();
         let mut rows = Vec::new();
         let mut pos = 0;

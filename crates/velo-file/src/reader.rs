@@ -187,10 +187,10 @@ impl State {
                         seen[i] = true;
                     }
                     let t = &mut self.files[i];
-                    if t.path != cand {
-                        tracing::info!(from = %t.path.display(), to = %cand.display(), "file renamed; keeping its position");
+                    if t.path() != cand {
+                        tracing::info!(from = %t.path().display(), to = %cand.display(), "file renamed; keeping its position");
                         index.by_path.entry(cand.clone()).or_default().push(i);
-                        t.path = cand;
+                        t.set_path(cand);
                     }
                     if t.open_len()
                         .is_some_and(|len| len < t.read_pos().min(t.offset.max(t.header_len())))
@@ -218,7 +218,7 @@ impl State {
                             .into_iter()
                             .flatten()
                             .copied()
-                            .filter(|&i| self.files[i].path == cand && !self.files[i].rotated)
+                            .filter(|&i| self.files[i].path() == cand && !self.files[i].rotated)
                             .collect();
                         for i in named {
                             let t = &mut self.files[i];
@@ -249,7 +249,7 @@ impl State {
         if !first && self.opts.mode.is_streaming() {
             for (i, t) in self.files.iter_mut().enumerate() {
                 if i < seen.len() && !seen[i] && !t.rotated && !t.finished {
-                    tracing::info!(path = %t.path.display(), "file moved away or deleted; reading it to its end");
+                    tracing::info!(path = %t.path().display(), "file moved away or deleted; reading it to its end");
                     t.rotated = true;
                     if !self.opts.finish_rotated {
                         t.finish();
@@ -271,7 +271,7 @@ impl State {
 
     /// A file shrank below what was read, or was rewritten in place.
     fn handle_truncation(&mut self, i: usize) -> Result<()> {
-        let (path, offset) = (self.files[i].path.clone(), self.files[i].offset);
+        let (path, offset) = (self.files[i].path().to_owned(), self.files[i].offset);
         tracing::warn!(path = %path.display(), offset, "file was truncated or rewritten (copytruncate rotation?); reading it again from the start");
         // copytruncate: the copy holds what was written before the truncation.
         let copy = if self.opts.finish_rotated {
@@ -481,7 +481,7 @@ impl State {
                     let t = &mut self.files[i];
                     if final_eof {
                         if t.rotated {
-                            tracing::info!(path = %t.path.display(), "finished reading a rotated file");
+                            tracing::info!(path = %t.path().display(), "finished reading a rotated file");
                         }
                         t.finish();
                     } else {
@@ -583,7 +583,7 @@ impl State {
         end: (u64, u64),
         message: &str,
     ) -> Result<Option<(u64, u64)>> {
-        let path = self.files[i].path.clone();
+        let path = self.files[i].path().to_owned();
         self.bad_records += 1;
         metrics::counter!("velo_source_bad_records_total", "source" => "file").increment(1);
         match self.opts.errors {
@@ -1121,6 +1121,6 @@ impl FileIndex {
     fn add(&mut self, t: &Tracked, i: usize) {
         let identity = (t.fingerprint.dev, t.fingerprint.ino);
         self.by_inode.entry(identity).or_default().push(i);
-        self.by_path.entry(t.path.clone()).or_default().push(i);
+        self.by_path.entry(t.path().to_owned()).or_default().push(i);
     }
 }

@@ -66,8 +66,12 @@ pub(crate) enum Status {
 
 pub(crate) struct Tracked {
     /// Where the file was found (stale once it is rotated away).
-    pub(crate) path: PathBuf,
+    path: PathBuf,
     pub(crate) fingerprint: Fingerprint,
+    /// `path` and `fingerprint` as a checkpoint writes them, kept with
+    /// them: a position lists every file, once per batch, and formatting
+    /// both there was most of reading a directory of small files.
+    offset_text: (String, String),
     input: Input,
     /// Compressed and Parquet/Avro files are read once to their end and never grow.
     pub(crate) read_once: bool,
@@ -324,6 +328,7 @@ impl Tracked {
         Tracked {
             path: path.to_owned(),
             fingerprint,
+            offset_text: (path.display().to_string(), fingerprint.to_string()),
             read_once,
             input,
             decoder: None,
@@ -348,10 +353,10 @@ impl Tracked {
     /// Where this file is, as a checkpoint entry.
     pub(crate) fn source_offset(&self) -> velo_datasource_core::SourceOffset {
         velo_datasource_core::SourceOffset::File {
-            path: self.path.display().to_string(),
+            path: self.offset_text.0.clone(),
             byte_offset: self.offset,
             line_number: self.line,
-            fingerprint: Some(self.fingerprint.to_string()),
+            fingerprint: Some(self.offset_text.1.clone()),
         }
     }
 
@@ -708,6 +713,17 @@ impl Tracked {
         self.read_pos
     }
 
+    /// Where the file was found (stale once it is rotated away).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file is now known as `path` (it was renamed).
+    pub(crate) fn set_path(&mut self, path: PathBuf) {
+        self.offset_text.0 = path.display().to_string();
+        self.path = path;
+    }
+
     /// Lets go of the file's descriptor, buffers and decoder; its path,
     /// fingerprint, position and schema stay. A bounded read of a
     /// directory otherwise held every file open (the usual limit is 1,024
@@ -783,6 +799,7 @@ impl Tracked {
             && fp.ino == self.fingerprint.ino
         {
             self.fingerprint = fp;
+            self.offset_text.1 = fp.to_string();
         }
     }
 

@@ -773,6 +773,43 @@ async fn a_bounded_read_reads_a_file_replaced_before_its_turn_as_it_is_then() {
     assert_eq!(ints(&got, "n"), [1, 2, 4, 5]);
 }
 
+/// A watched file renamed to another matching name keeps its position,
+/// and the position names it by its new name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_watched_file_is_saved_under_its_new_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.jsonl"), "{\"n\":1}\n").unwrap();
+    let glob = dir.path().join("*.jsonl");
+    let mut r = source(&format!(
+        "file://{}?mode=directory_watch&read_timeout=100ms&poll_interval=50ms",
+        glob.display()
+    ))
+    .await
+    .unwrap()
+    .create_reader()
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    assert!(
+        read_until(r.as_mut(), &mut got, Duration::from_secs(10), |g| g.len()
+            == 1)
+        .await
+        .unwrap()
+    );
+    std::fs::rename(dir.path().join("a.jsonl"), dir.path().join("b.jsonl")).unwrap();
+    let renamed = |r: &dyn velo_datasource_core::DataReader| {
+        r.position().unwrap().offsets.iter().any(|o| {
+            matches!(o, velo_datasource_core::SourceOffset::File { path, byte_offset: 8, .. } if path.ends_with("b.jsonl"))
+        })
+    };
+    let started = std::time::Instant::now();
+    while !renamed(r.as_ref()) && started.elapsed() < Duration::from_secs(10) {
+        got.extend(r.read_batch(10).await.unwrap());
+    }
+    assert!(renamed(r.as_ref()), "{:?}", r.position().unwrap());
+    assert_eq!(got.len(), 1, "nothing read twice");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_watch_picks_up_new_files() {
     let dir = tempfile::tempdir().unwrap();

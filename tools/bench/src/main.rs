@@ -550,6 +550,51 @@ fn file_workloads(
         "",
     ));
 
+    // A directory of small files: what opening a file costs (fingerprint,
+    // schema inference, decoder) next to a csv::Reader per file.
+    let files = if args.quick { 2_000 } else { 10_000 };
+    let small = dir.join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    for i in 0..files {
+        write_trades_csv(&small.join(format!("{i:05}.csv")), 10);
+    }
+    let uri = format!("file://{}/*.csv", small.display());
+    eprintln!("velo-bench: small_files ({files} files of 10 rows)");
+    let ours = measure_rss(
+        "velo file source (typed), a glob",
+        "records",
+        time(reps, || velo_read_all(rt, &uri, false)),
+    );
+    let base = measure_rss(
+        "csv::ByteRecord, a reader per file",
+        "records",
+        time(reps, || {
+            let mut paths: Vec<_> = std::fs::read_dir(&small)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            paths.sort();
+            let mut n = 0;
+            let mut rec = csv::ByteRecord::new();
+            for path in paths {
+                let mut r = csv::ReaderBuilder::new().from_path(path).unwrap();
+                while r.read_byte_record(&mut rec).unwrap() {
+                    n += 1;
+                }
+            }
+            n as f64
+        }),
+    );
+    comparisons.push(compare(
+        "CSV directory of small files → typed records",
+        ours,
+        Some(base),
+        "-",
+        None,
+        &format!("{files} files of 10 rows; one file open at a time"),
+    ));
+    let _ = std::fs::remove_dir_all(&small);
+
     // velo pipe end to end, CSV → JSON Lines, with peak memory.
     eprintln!("velo-bench: pipe_e2e");
     let out = dir.join("out.jsonl");

@@ -459,7 +459,20 @@ impl State {
                 if !io {
                     return Ok(Fill::NeedsIo);
                 }
-                self.files[i].reopen(&self.opts)?;
+                match self.files[i].reopen(&self.opts) {
+                    Ok(()) => {}
+                    // Removed before its turn: there is nothing left to read.
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        let t = &mut self.files[i];
+                        tracing::warn!(path = %t.path().display(), "file removed before it was read; skipping it");
+                        t.finish();
+                        i += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             let final_eof =
                 !self.opts.mode.is_streaming() || self.files[i].rotated || self.files[i].read_once;

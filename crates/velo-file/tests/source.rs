@@ -753,9 +753,9 @@ async fn a_bounded_directory_read_closes_each_file_it_finished() {
 }
 
 /// A file of a bounded read that is replaced before the read reaches it
-/// is read as it is then, from its start.
+/// is read as it is then, from its start; one removed is skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bounded_read_reads_a_file_replaced_before_its_turn_as_it_is_then() {
+async fn a_bounded_read_takes_a_file_replaced_before_its_turn_as_it_is_and_skips_a_removed_one() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.csv"), "n\n1\n2\n").unwrap();
     std::fs::write(dir.path().join("b.csv"), "n\n3\n").unwrap();
@@ -771,6 +771,19 @@ async fn a_bounded_read_reads_a_file_replaced_before_its_turn_as_it_is_then() {
     std::fs::rename(&new, dir.path().join("b.csv")).unwrap();
     got.extend(read_all(r.as_mut()).await.unwrap());
     assert_eq!(ints(&got, "n"), [1, 2, 4, 5]);
+
+    // One removed before its turn is skipped, with a warning.
+    std::fs::write(dir.path().join("c.csv"), "n\n6\n").unwrap();
+    let mut r = source(&uri(&dir.path().join("*.csv"), ""))
+        .await
+        .unwrap()
+        .create_reader()
+        .await
+        .unwrap();
+    let mut got = r.read_batch(1).await.unwrap();
+    std::fs::remove_file(dir.path().join("b.csv")).unwrap();
+    got.extend(read_all(r.as_mut()).await.unwrap());
+    assert_eq!(ints(&got, "n"), [1, 2, 6]);
 }
 
 /// A watched file renamed to another matching name keeps its position,

@@ -3,6 +3,7 @@
 //! its position over every file it tracks.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterFile};
 use crate::fingerprint::Fingerprint;
 use crate::options::{FileSourceOptions, Mode};
 use crate::output::{ColumnsOut, Output, Records, Unclaimed};
-use crate::tracked::{Located, Status, Tracked, open_file};
+use crate::tracked::{self, Located, Status, Tracked, open_file};
 use crate::watch::{ChangeWatcher, watch_root};
 
 /// How far [`State::fill_into`] got without file I/O.
@@ -636,6 +637,16 @@ impl State {
         SourcePosition::new(self.files.iter().map(Tracked::source_offset).collect())
     }
 
+    /// The [`PositionKey`] of [`position`](Self::position), without
+    /// building it.
+    fn position_key(&self) -> PositionKey {
+        let mut h = PositionKey::hasher();
+        for t in &self.files {
+            t.hash_source_offset(&mut h);
+        }
+        PositionKey::finish(h, self.files.len())
+    }
+
     fn exhausted(&self) -> bool {
         self.scanned && self.files.iter().all(|t| t.finished)
     }
@@ -690,7 +701,49 @@ pub struct FileReader {
     /// Position and record count after each batch not yet committed, oldest
     /// first, for [`DataReader::commit_up_to`]. Bounded: a caller that reads
     /// without committing does not grow it.
-    unacknowledged: VecDeque<(SourcePosition, u64)>,
+    unacknowledged: VecDeque<(PositionKey, u64)>,
+}
+
+/// A position as [`FileReader`] remembers it for `commit_up_to`: a 64-bit
+/// hash of its files' offsets. The positions themselves list every file:
+/// 64 of them for a glob of 10,000 files read without commits held about
+/// 120 MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PositionKey(u64);
+
+impl PositionKey {
+    fn hasher() -> std::collections::hash_map::DefaultHasher {
+        std::collections::hash_map::DefaultHasher::new()
+    }
+
+    fn finish(mut h: std::collections::hash_map::DefaultHasher, files: usize) -> Self {
+        files.hash(&mut h);
+        PositionKey(h.finish())
+    }
+
+    /// The key of a position given back by a caller.
+    fn of(position: &SourcePosition) -> Self {
+        let mut h = Self::hasher();
+        for offset in &position.offsets {
+            match offset {
+                SourceOffset::File {
+                    path,
+                    byte_offset,
+                    line_number,
+                    fingerprint,
+                } => tracked::hash_file_offset(
+                    &mut h,
+                    path,
+                    *byte_offset,
+                    *line_number,
+                    fingerprint.as_deref(),
+                ),
+                // Not one of this reader's: matches nothing it handed out.
+                other => other.describe().hash(&mut h),
+            }
+        }
+        Self::finish(h, position.offsets.len())
+    }
 }
 
 /// How many uncommitted batches [`FileReader`] remembers for `commit_up_to`.
@@ -917,8 +970,8 @@ impl FileReader {
             if self.unacknowledged.len() == UNACKNOWLEDGED_BATCHES {
                 self.unacknowledged.pop_front();
             }
-            let position = self.state()?.position();
-            self.unacknowledged.push_back((position, n as u64));
+            let key = self.state()?.position_key();
+            self.unacknowledged.push_back((key, n as u64));
         }
         Ok(batch)
     }
@@ -1040,7 +1093,8 @@ impl DataReader for FileReader {
 
     async fn commit_up_to(&mut self, position: &SourcePosition) -> Result<()> {
         self.settle().await?;
-        let Some(at) = self.unacknowledged.iter().position(|(p, _)| p == position) else {
+        let key = PositionKey::of(position);
+        let Some(at) = self.unacknowledged.iter().position(|(k, _)| *k == key) else {
             return Err(Error::State(format!(
                 "commit_up_to: {} is not the position after an uncommitted batch of this reader",
                 position.describe()

@@ -153,6 +153,19 @@ fn infer_from_sample(
     }
 }
 
+/// Hashes a file's entry of a position: the same values give the same
+/// hash whether they come from a [`Tracked`] or a `SourceOffset::File`.
+pub(crate) fn hash_file_offset(
+    h: &mut impl std::hash::Hasher,
+    path: &str,
+    byte_offset: u64,
+    line: u64,
+    fingerprint: Option<&str>,
+) {
+    use std::hash::Hash;
+    (path, byte_offset, line, fingerprint).hash(h);
+}
+
 /// The compression of `path`: the configured one, or by its extension.
 fn compression_of(path: &Path, opts: &FileSourceOptions) -> Compression {
     opts.compression
@@ -358,6 +371,13 @@ impl Tracked {
             line_number: self.line,
             fingerprint: Some(self.offset_text.1.clone()),
         }
+    }
+
+    /// Hashes what [`source_offset`](Self::source_offset) gives, as
+    /// [`hash_file_offset`] does from it.
+    pub(crate) fn hash_source_offset(&self, h: &mut impl std::hash::Hasher) {
+        let (path, fingerprint) = &self.offset_text;
+        hash_file_offset(h, path, self.offset, self.line, Some(fingerprint));
     }
 
     /// Decodes up to `max` frames. `final_eof`: a trailing record without a

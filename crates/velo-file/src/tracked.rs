@@ -166,6 +166,14 @@ pub(crate) fn hash_file_offset(
     (path, byte_offset, line, fingerprint).hash(h);
 }
 
+/// `path` opened, with its fingerprint.
+fn open_fingerprinted(path: &Path, opts: &FileSourceOptions) -> Result<(File, Fingerprint)> {
+    let file = open_file(path)?;
+    let fingerprint =
+        Fingerprint::of(&file, opts.fingerprint_bytes).map_err(|e| Error::io(path, e))?;
+    Ok((file, fingerprint))
+}
+
 /// The compression of `path`: the configured one, or by its extension.
 fn compression_of(path: &Path, opts: &FileSourceOptions) -> Compression {
     opts.compression
@@ -221,9 +229,7 @@ impl Tracked {
         opts: &FileSourceOptions,
         at: Option<(u64, u64)>,
     ) -> Result<Self> {
-        let file = open_file(path)?;
-        let fingerprint =
-            Fingerprint::of(&file, opts.fingerprint_bytes).map_err(|e| Error::io(path, e))?;
+        let (file, fingerprint) = open_fingerprinted(path, opts)?;
         Self::from_file(path, file, fingerprint, opts, at, None)
     }
 
@@ -235,9 +241,7 @@ impl Tracked {
         opts: &FileSourceOptions,
         at: Option<(u64, u64)>,
     ) -> Result<Self> {
-        let file = open_file(path)?;
-        let fingerprint =
-            Fingerprint::of(&file, opts.fingerprint_bytes).map_err(|e| Error::io(path, e))?;
+        let (file, fingerprint) = open_fingerprinted(path, opts)?;
         if format::is_record_file(opts.format.format) {
             let mut t = Self::record_file(path, file, fingerprint, opts, at)?;
             t.close();

@@ -759,42 +759,57 @@ async fn a_bounded_read_takes_a_file_replaced_before_its_turn_as_it_is_and_skips
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.csv"), "n\n1\n2\n").unwrap();
     std::fs::write(dir.path().join("b.csv"), "n\n3\n").unwrap();
-    let mut r = source(&uri(&dir.path().join("*.csv"), ""))
-        .await
-        .unwrap()
-        .create_reader()
-        .await
-        .unwrap();
-    let mut got = r.read_batch(1).await.unwrap();
-    let new = dir.path().join("b.tmp");
-    std::fs::write(&new, "n\n4\n5\n").unwrap();
-    std::fs::rename(&new, dir.path().join("b.csv")).unwrap();
-    got.extend(read_all(r.as_mut()).await.unwrap());
-    assert_eq!(ints(&got, "n"), [1, 2, 4, 5]);
-
+    let csvs = dir.path().join("*.csv");
+    let replaced = n_read_with_a_change_after_the_first(&csvs, || {
+        let new = dir.path().join("b.tmp");
+        std::fs::write(&new, "n\n4\n5\n").unwrap();
+        std::fs::rename(&new, dir.path().join("b.csv")).unwrap();
+    });
+    assert_eq!(replaced.await, [1, 2, 4, 5]);
     // One removed before its turn is skipped, with a warning.
     std::fs::write(dir.path().join("c.csv"), "n\n6\n").unwrap();
-    let mut r = source(&uri(&dir.path().join("*.csv"), ""))
+    let removed = n_read_with_a_change_after_the_first(&csvs, || {
+        std::fs::remove_file(dir.path().join("b.csv")).unwrap();
+    });
+    assert_eq!(removed.await, [1, 2, 6]);
+}
+
+/// Column `n` of a bounded read of `glob`, with `change` made to the
+/// files once the first record was read.
+async fn n_read_with_a_change_after_the_first(
+    glob: &std::path::Path,
+    change: impl FnOnce(),
+) -> Vec<i64> {
+    let mut r = source(&uri(glob, ""))
         .await
         .unwrap()
         .create_reader()
         .await
         .unwrap();
     let mut got = r.read_batch(1).await.unwrap();
-    std::fs::remove_file(dir.path().join("b.csv")).unwrap();
+    change();
     got.extend(read_all(r.as_mut()).await.unwrap());
-    assert_eq!(ints(&got, "n"), [1, 2, 6]);
+    ints(&got, "n")
 }
 
-/// A watched file renamed to another matching name keeps its position,
-/// and the position names it by its new name.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_renamed_watched_file_is_saved_under_its_new_name() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.jsonl"), "{\"n\":1}\n").unwrap();
-    let glob = dir.path().join("*.jsonl");
+/// A `directory_watch` reader of `dir/*.jsonl` (with `params`, if any)
+/// once it has read `a.jsonl`, which holds `{"n":1}`, and that record.
+async fn watching_after_a_first_file(
+    dir: &std::path::Path,
+    params: &str,
+) -> (
+    Box<dyn velo_datasource_core::DataReader>,
+    Vec<velo_datasource_core::StreamRecord>,
+) {
+    std::fs::write(dir.join("a.jsonl"), "{\"n\":1}\n").unwrap();
+    let glob = dir.join("*.jsonl");
+    let extra = if params.is_empty() {
+        String::new()
+    } else {
+        format!("&{params}")
+    };
     let mut r = source(&format!(
-        "file://{}?mode=directory_watch&read_timeout=100ms&poll_interval=50ms",
+        "file://{}?mode=directory_watch&read_timeout=200ms{extra}",
         glob.display()
     ))
     .await
@@ -809,6 +824,15 @@ async fn a_renamed_watched_file_is_saved_under_its_new_name() {
         .await
         .unwrap()
     );
+    (r, got)
+}
+
+/// A watched file renamed to another matching name keeps its position,
+/// and the position names it by its new name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_watched_file_is_saved_under_its_new_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut r, mut got) = watching_after_a_first_file(dir.path(), "poll_interval=50ms").await;
     std::fs::rename(dir.path().join("a.jsonl"), dir.path().join("b.jsonl")).unwrap();
     let renamed = |r: &dyn velo_datasource_core::DataReader| {
         r.position().unwrap().offsets.iter().any(|o| {
@@ -826,24 +850,7 @@ async fn a_renamed_watched_file_is_saved_under_its_new_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_watch_picks_up_new_files() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.jsonl"), "{\"n\":1}\n").unwrap();
-    let glob = dir.path().join("*.jsonl");
-    let mut r = source(&format!(
-        "file://{}?mode=directory_watch&read_timeout=200ms",
-        glob.display()
-    ))
-    .await
-    .unwrap()
-    .create_reader()
-    .await
-    .unwrap();
-    let mut got = Vec::new();
-    assert!(
-        read_until(r.as_mut(), &mut got, Duration::from_secs(10), |g| g.len()
-            == 1)
-        .await
-        .unwrap()
-    );
+    let (mut r, mut got) = watching_after_a_first_file(dir.path(), "").await;
     std::fs::write(dir.path().join("b.jsonl"), "{\"n\":2}\n{\"n\":3}\n").unwrap();
     std::fs::write(dir.path().join("ignored.txt"), "x\n").unwrap();
     let mut f = std::fs::OpenOptions::new()

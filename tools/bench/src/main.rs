@@ -213,6 +213,17 @@ fn write_trades_jsonl(path: &Path, rows: usize) {
 
 /// Reads the whole source, 1,000 records per call, as records or (with
 /// `columns`) through `read_columns`; returns the number of records.
+/// The records of CSV file `path` (after its header), parsed into `rec`
+/// one after another: the floor of parsing, no values and no types.
+fn count_byte_records(path: &Path, rec: &mut csv::ByteRecord) -> usize {
+    let mut r = csv::ReaderBuilder::new().from_path(path).unwrap();
+    let mut n = 0;
+    while r.read_byte_record(rec).unwrap() {
+        n += 1;
+    }
+    n
+}
+
 fn velo_read_all(rt: &tokio::runtime::Runtime, uri: &str, columns: bool) -> f64 {
     rt.block_on(async {
         let registry = DataSourceRegistry::with_plugins();
@@ -435,13 +446,7 @@ fn file_workloads(
         "csv::ByteRecord",
         "records",
         time(reps, || {
-            let mut r = csv::ReaderBuilder::new().from_path(&csv_path).unwrap();
-            let mut rec = csv::ByteRecord::new();
-            let mut n = 0;
-            while r.read_byte_record(&mut rec).unwrap() {
-                n += 1;
-            }
-            n as f64
+            count_byte_records(&csv_path, &mut csv::ByteRecord::new()) as f64
         }),
     );
     let hashmap = measure_rss(
@@ -574,14 +579,8 @@ fn file_workloads(
                 .map(|e| e.unwrap().path())
                 .collect();
             paths.sort();
-            let mut n = 0;
             let mut rec = csv::ByteRecord::new();
-            for path in paths {
-                let mut r = csv::ReaderBuilder::new().from_path(path).unwrap();
-                while r.read_byte_record(&mut rec).unwrap() {
-                    n += 1;
-                }
-            }
+            let n: usize = paths.iter().map(|p| count_byte_records(p, &mut rec)).sum();
             n as f64
         }),
     );

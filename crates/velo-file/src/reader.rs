@@ -698,8 +698,8 @@ pub struct FileReader {
     last_save: Instant,
     delivered: u64,
     uncommitted: u64,
-    /// Position and record count after each batch not yet committed, oldest
-    /// first, for [`DataReader::commit_up_to`]. Bounded: a caller that reads
+    /// The position (its key) and record count after each batch not yet
+    /// committed, oldest first, for [`DataReader::commit_up_to`]. Bounded: a caller that reads
     /// without committing does not grow it.
     unacknowledged: VecDeque<(PositionKey, u64)>,
 }

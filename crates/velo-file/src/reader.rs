@@ -20,7 +20,7 @@ use crate::dead_letter::{DeadLetter, DeadLetterFile};
 use crate::fingerprint::Fingerprint;
 use crate::options::{FileSourceOptions, Mode};
 use crate::output::{ColumnsOut, Output, Records, Unclaimed};
-use crate::tracked::{self, Located, Status, Tracked, open_file};
+use crate::tracked::{self, Located, OffsetSnapshot, Status, Tracked, open_file};
 use crate::watch::{ChangeWatcher, watch_root};
 
 /// How far [`State::fill_into`] got without file I/O.
@@ -637,6 +637,11 @@ impl State {
         SourcePosition::new(self.files.iter().map(Tracked::source_offset).collect())
     }
 
+    /// [`position`](Self::position) for later, without copying its texts.
+    fn snapshot(&self) -> Vec<OffsetSnapshot> {
+        self.files.iter().map(Tracked::snapshot).collect()
+    }
+
     /// The [`PositionKey`] of [`position`](Self::position), without
     /// building it.
     fn position_key(&self) -> PositionKey {
@@ -682,10 +687,10 @@ pub struct FileReader {
     pass: Option<tokio::task::JoinHandle<(State, Result<Option<Unclaimed>>)>>,
     /// What such a pass read: the next read hands it out.
     unclaimed: Option<Unclaimed>,
-    /// The position handed out, and the bytes read, when the reading pass
+    /// The position handed out (its snapshot), and the bytes read, when the reading pass
     /// in flight (or the one whose batch is unclaimed) started: the state's
     /// position is past records the caller has not got.
-    pass_start: Option<(SourcePosition, u64)>,
+    pass_start: Option<(Vec<OffsetSnapshot>, u64)>,
     opts: Arc<FileSourceOptions>,
     /// Kept alive for its events.
     _watcher: Option<ChangeWatcher>,
@@ -744,6 +749,11 @@ impl PositionKey {
         }
         Self::finish(h, position.offsets.len())
     }
+}
+
+/// The position a [`State::snapshot`] was taken of.
+fn position_of(snapshot: &[OffsetSnapshot]) -> SourcePosition {
+    SourcePosition::new(snapshot.iter().map(OffsetSnapshot::source_offset).collect())
 }
 
 /// How many uncommitted batches [`FileReader`] remembers for `commit_up_to`.
@@ -876,7 +886,7 @@ impl FileReader {
     /// The position after the last record handed out.
     fn handed_out(&mut self) -> Result<SourcePosition> {
         match &self.pass_start {
-            Some((position, _)) => Ok(position.clone()),
+            Some((start, _)) => Ok(position_of(start)),
             None => Ok(self.state()?.position()),
         }
     }
@@ -921,7 +931,7 @@ impl FileReader {
                     Fill::Done => break,
                     Fill::Waiting(i) if empty => self.state()?.files[i].wait_ahead().await,
                     Fill::NeedsIo if empty => {
-                        self.pass_start = Some((self.state()?.position(), bytes_before));
+                        self.pass_start = Some((self.state()?.snapshot(), bytes_before));
                         let filled = self
                             .run_blocking(move |s| {
                                 s.fill_into(max, scan, &mut batch, true)?;
@@ -1132,7 +1142,7 @@ impl DataReader for FileReader {
 
     fn position(&self) -> Result<SourcePosition> {
         match &self.pass_start {
-            Some((position, _)) => Ok(position.clone()),
+            Some((start, _)) => Ok(position_of(start)),
             None => self.with_state(State::position),
         }
     }

@@ -71,7 +71,7 @@ pub(crate) struct Tracked {
     /// `path` and `fingerprint` as a checkpoint writes them, kept with
     /// them: a position lists every file, once per batch, and formatting
     /// both there was most of reading a directory of small files.
-    offset_text: (String, String),
+    offset_text: Arc<OffsetText>,
     input: Input,
     /// Compressed and Parquet/Avro files are read once to their end and never grow.
     pub(crate) read_once: bool,
@@ -150,6 +150,52 @@ fn infer_from_sample(
             return Ok((sample, inferred));
         }
         size = (size * 4).min(SAMPLE);
+    }
+}
+
+/// A file's path and fingerprint as a checkpoint writes them.
+#[derive(Debug)]
+pub(crate) struct OffsetText {
+    path: String,
+    fingerprint: String,
+}
+
+impl OffsetText {
+    fn of(path: &Path, fingerprint: &Fingerprint) -> Arc<Self> {
+        Arc::new(OffsetText {
+            path: path.display().to_string(),
+            fingerprint: fingerprint.to_string(),
+        })
+    }
+
+    fn source_offset(
+        &self,
+        byte_offset: u64,
+        line_number: u64,
+    ) -> velo_datasource_core::SourceOffset {
+        velo_datasource_core::SourceOffset::File {
+            path: self.path.clone(),
+            byte_offset,
+            line_number,
+            fingerprint: Some(self.fingerprint.clone()),
+        }
+    }
+}
+
+/// A file's entry of a position, taken without copying its texts: a
+/// blocking pass keeps the position it started from this way, in case its
+/// caller goes away (once per pass, for every file).
+#[derive(Debug, Clone)]
+pub(crate) struct OffsetSnapshot {
+    text: Arc<OffsetText>,
+    offset: u64,
+    line: u64,
+}
+
+impl OffsetSnapshot {
+    /// The checkpoint entry.
+    pub(crate) fn source_offset(&self) -> velo_datasource_core::SourceOffset {
+        self.text.source_offset(self.offset, self.line)
     }
 }
 
@@ -345,7 +391,7 @@ impl Tracked {
         Tracked {
             path: path.to_owned(),
             fingerprint,
-            offset_text: (path.display().to_string(), fingerprint.to_string()),
+            offset_text: OffsetText::of(path, &fingerprint),
             read_once,
             input,
             decoder: None,
@@ -369,19 +415,30 @@ impl Tracked {
 
     /// Where this file is, as a checkpoint entry.
     pub(crate) fn source_offset(&self) -> velo_datasource_core::SourceOffset {
-        velo_datasource_core::SourceOffset::File {
-            path: self.offset_text.0.clone(),
-            byte_offset: self.offset,
-            line_number: self.line,
-            fingerprint: Some(self.offset_text.1.clone()),
+        self.offset_text.source_offset(self.offset, self.line)
+    }
+
+    /// [`source_offset`](Self::source_offset) for later, without copying
+    /// its texts.
+    pub(crate) fn snapshot(&self) -> OffsetSnapshot {
+        OffsetSnapshot {
+            text: self.offset_text.clone(),
+            offset: self.offset,
+            line: self.line,
         }
     }
 
     /// Hashes what [`source_offset`](Self::source_offset) gives, as
     /// [`hash_file_offset`] does from it.
     pub(crate) fn hash_source_offset(&self, h: &mut impl std::hash::Hasher) {
-        let (path, fingerprint) = &self.offset_text;
-        hash_file_offset(h, path, self.offset, self.line, Some(fingerprint));
+        let text = &self.offset_text;
+        hash_file_offset(
+            h,
+            &text.path,
+            self.offset,
+            self.line,
+            Some(&text.fingerprint),
+        );
     }
 
     /// Decodes up to `max` frames. `final_eof`: a trailing record without a
@@ -744,7 +801,7 @@ impl Tracked {
 
     /// The file is now known as `path` (it was renamed).
     pub(crate) fn set_path(&mut self, path: PathBuf) {
-        self.offset_text.0 = path.display().to_string();
+        self.offset_text = OffsetText::of(&path, &self.fingerprint);
         self.path = path;
     }
 
@@ -823,7 +880,7 @@ impl Tracked {
             && fp.ino == self.fingerprint.ino
         {
             self.fingerprint = fp;
-            self.offset_text.1 = fp.to_string();
+            self.offset_text = OffsetText::of(&self.path, &fp);
         }
     }
 

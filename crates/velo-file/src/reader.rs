@@ -738,10 +738,9 @@ impl PositionKey {
                     fingerprint,
                 } => tracked::hash_file_offset(
                     &mut h,
-                    path,
+                    tracked::text_hash(path, fingerprint.as_deref()),
                     *byte_offset,
                     *line_number,
-                    fingerprint.as_deref(),
                 ),
                 // Not one of this reader's: matches nothing it handed out.
                 other => other.describe().hash(&mut h),

@@ -178,7 +178,7 @@ impl State {
                 .collect();
             let known = same_inode.iter().copied().find(|&i| {
                 self.files[i]
-                    .fingerprint
+                    .fingerprint()
                     .content_matches(&file)
                     .unwrap_or(false)
             });
@@ -276,7 +276,7 @@ impl State {
         tracing::warn!(path = %path.display(), offset, "file was truncated or rewritten (copytruncate rotation?); reading it again from the start");
         // copytruncate: the copy holds what was written before the truncation.
         let copy = if self.opts.finish_rotated {
-            self.find_rotated(&path, &self.files[i].fingerprint, true)
+            self.find_rotated(&path, self.files[i].fingerprint(), true)
         } else {
             None
         };
@@ -416,7 +416,7 @@ impl State {
                 if self
                     .files
                     .iter()
-                    .any(|t| t.fingerprint.same_inode(&f).unwrap_or(false))
+                    .any(|t| t.fingerprint().same_inode(&f).unwrap_or(false))
                 {
                     continue;
                 }
@@ -1195,7 +1195,7 @@ impl FileIndex {
 
     /// Adds `t`, at `i` in the files.
     fn add(&mut self, t: &Tracked, i: usize) {
-        let identity = (t.fingerprint.dev, t.fingerprint.ino);
+        let identity = (t.fingerprint().dev, t.fingerprint().ino);
         self.by_inode.entry(identity).or_default().push(i);
         self.by_path.entry(t.path().to_owned()).or_default().push(i);
     }

@@ -67,7 +67,8 @@ pub(crate) enum Status {
 pub(crate) struct Tracked {
     /// Where the file was found (stale once it is rotated away).
     path: PathBuf,
-    pub(crate) fingerprint: Fingerprint,
+    /// Changed only where `offset_text` is made again with it.
+    fingerprint: Fingerprint,
     /// `path` and `fingerprint` as a checkpoint writes them, kept with
     /// them: a position lists every file, once per batch, and formatting
     /// both there was most of reading a directory of small files.
@@ -805,6 +806,11 @@ impl Tracked {
     /// Where the file was found (stale once it is rotated away).
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The identity of the file's content.
+    pub(crate) fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
     }
 
     /// The file is now known as `path` (it was renamed).

@@ -306,20 +306,24 @@ impl Column {
         }
     }
 
-    /// Writes row `i`'s value into the `i`th of `cells`, for every row.
+    /// Writes row `i`'s value into the `i`th of `cells`, for every row;
+    /// `true` if any value written owns heap memory (see [`Block`]).
     ///
     /// The cells hold [`FieldValue::Null`]: null rows are left as they are.
-    fn fill_cells<'a>(self, cells: impl Iterator<Item = &'a mut FieldValue>) {
+    fn fill_cells<'a>(self, cells: impl Iterator<Item = &'a mut FieldValue>) -> bool {
         fn each<'a, T>(
             cells: impl Iterator<Item = &'a mut FieldValue>,
             values: impl Iterator<Item = T>,
             nulls: Option<Vec<bool>>,
             value: impl Fn(T) -> FieldValue,
-        ) {
+        ) -> bool {
+            let mut owns_heap = false;
             // A `Null` owns nothing: forgetting the one replaced saves a
             // call to drop it per cell.
             let write = |(cell, v): (&mut FieldValue, T)| {
-                std::mem::forget(std::mem::replace(cell, value(v)));
+                let v = value(v);
+                owns_heap |= v.owns_heap();
+                std::mem::forget(std::mem::replace(cell, v));
             };
             match nulls {
                 None => cells.zip(values).for_each(write),
@@ -329,6 +333,7 @@ impl Column {
                     .filter_map(|(cell, null)| (!null).then_some(cell))
                     .for_each(write),
             }
+            owns_heap
         }
         let nulls = self.nulls;
         match self.data {
@@ -615,10 +620,11 @@ impl ColumnBatch {
         let mut block: Vec<FieldValue> = std::iter::repeat_with(|| FieldValue::Null)
             .take(self.len() * width)
             .collect();
+        let mut owns_heap = false;
         for (i, column) in self.columns.columns.into_iter().enumerate() {
-            column.fill_cells(block[i..].iter_mut().step_by(width));
+            owns_heap |= column.fill_cells(block[i..].iter_mut().step_by(width));
         }
-        let block = Block::new(self.columns.schema, block);
+        let block = Block::new(self.columns.schema, block, owns_heap);
         let mut keys = self.keys.into_iter();
         let mut headers = self.headers.into_iter();
         self.rows

@@ -60,18 +60,38 @@ pub(crate) struct Block {
     schema: Arc<Schema>,
     width: usize,
     values: Vec<FieldValue>,
+    /// Whether any value owns heap memory ([`FieldValue::owns_heap`]).
+    owns_heap: bool,
 }
 
 impl Block {
-    /// `values` laid out as rows of `schema.len()` values.
-    pub(crate) fn new(schema: Arc<Schema>, values: Vec<FieldValue>) -> Arc<Self> {
+    /// `values` laid out as rows of `schema.len()` values; `owns_heap` must
+    /// be `true` if any of them owns heap memory (a wrong `false` would leak
+    /// it, never worse).
+    pub(crate) fn new(schema: Arc<Schema>, values: Vec<FieldValue>, owns_heap: bool) -> Arc<Self> {
         let width = schema.len();
         debug_assert!(values.len().is_multiple_of(width.max(1)));
+        debug_assert!(owns_heap || !values.iter().any(FieldValue::owns_heap));
         Arc::new(Block {
             schema,
             width,
             values,
+            owns_heap,
         })
+    }
+}
+
+impl Drop for Block {
+    /// A block of plain values (numbers, times, short texts: most batches)
+    /// is freed without a drop call per value, which owns nothing: dropping
+    /// them one by one, a jump on each value's type, was 8% of reading
+    /// typed CSV records.
+    fn drop(&mut self) {
+        if !self.owns_heap {
+            std::mem::take(&mut self.values)
+                .into_iter()
+                .for_each(std::mem::forget);
+        }
     }
 }
 
@@ -317,6 +337,59 @@ mod tests {
         assert_eq!(
             serde_json::Value::Object(r.to_json_object()).to_string(),
             r#"{"id":1,"name":null}"#
+        );
+    }
+
+    /// Whether the records' block says its values own memory, for
+    /// records that share one.
+    fn block_owns_heap(records: &[StreamRecord]) -> Option<bool> {
+        match &records.first()?.row {
+            Row::Shared { block, .. } => Some(block.owns_heap),
+            Row::Owned { .. } => None,
+        }
+    }
+
+    #[test]
+    fn a_block_of_plain_values_is_told_apart_from_one_that_owns_memory() {
+        use crate::columns::ColumnBatch;
+        let shared = |names: &[&str]| {
+            let records = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| StreamRecord::new(schema(), vec![(i as i64).into(), (*n).into()]))
+                .collect::<Result<Vec<_>>>()
+                .unwrap();
+            let copy = records.clone();
+            let out = ColumnBatch::from_records(records)
+                .pop()
+                .unwrap()
+                .into_records();
+            assert_eq!(out, copy);
+            out
+        };
+        // Inline texts (up to 24 bytes) own nothing.
+        assert_eq!(
+            block_owns_heap(&shared(&["a", "twenty-four bytes, exact"])),
+            Some(false)
+        );
+        let long = "more than twenty-four bytes";
+        assert_eq!(block_owns_heap(&shared(&["a", long])), Some(true));
+        // A column of values of other types: by each value.
+        let mixed = |v: FieldValue| {
+            let r = StreamRecord::new(schema(), vec![v, FieldValue::Null]).unwrap();
+            ColumnBatch::from_records(vec![r.clone(), r])
+                .pop()
+                .unwrap()
+                .into_records()
+        };
+        assert_eq!(block_owns_heap(&mixed(FieldValue::Float(1.5))), Some(false));
+        assert_eq!(
+            block_owns_heap(&mixed(FieldValue::Bytes(vec![1]))),
+            Some(true)
+        );
+        assert_eq!(
+            block_owns_heap(&mixed(FieldValue::Array(vec![long.into()]))),
+            Some(true)
         );
     }
 

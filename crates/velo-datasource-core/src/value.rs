@@ -104,6 +104,23 @@ impl FieldValue {
         matches!(self, FieldValue::Null)
     }
 
+    /// Whether dropping this value frees memory: a text too long to be kept
+    /// inline, or any bytes, list or map (which may). Everything else is
+    /// plain data, whose drop does nothing.
+    pub(crate) fn owns_heap(&self) -> bool {
+        match self {
+            FieldValue::String(s) => s.is_heap_allocated(),
+            FieldValue::Bytes(_) | FieldValue::Array(_) | FieldValue::Map(_) => true,
+            FieldValue::Null
+            | FieldValue::Boolean(_)
+            | FieldValue::Integer(_)
+            | FieldValue::Float(_)
+            | FieldValue::Decimal(_)
+            | FieldValue::Date(_)
+            | FieldValue::Timestamp(_) => false,
+        }
+    }
+
     /// The text, if this is a string.
     pub fn as_str(&self) -> Option<&str> {
         match self {

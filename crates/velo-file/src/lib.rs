@@ -4,6 +4,7 @@ mod dead_letter;
 pub mod fingerprint;
 mod options;
 mod output;
+mod position;
 mod read_ahead;
 mod reader;
 mod sink;

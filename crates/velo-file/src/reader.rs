@@ -3,7 +3,6 @@
 //! its position over every file it tracks.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +19,8 @@ use crate::dead_letter::{DeadLetter, DeadLetterFile};
 use crate::fingerprint::Fingerprint;
 use crate::options::{FileSourceOptions, Mode};
 use crate::output::{ColumnsOut, Output, Records, Unclaimed};
-use crate::tracked::{self, Located, OffsetSnapshot, Status, Tracked, open_file};
+use crate::position::{PositionCache, PositionKey, Snapshot};
+use crate::tracked::{Located, Status, Tracked, open_file};
 use crate::watch::{ChangeWatcher, watch_root};
 
 /// How far [`State::fill_into`] got without file I/O.
@@ -39,6 +39,10 @@ struct State {
     opts: Arc<FileSourceOptions>,
     /// Files in reading order: rotated (older) ones first.
     files: Vec<Tracked>,
+    /// What positions need of `files`, kept a chunk at a time: touched
+    /// before a file changes, forgotten wherever `files` changes other
+    /// than by a file added at the end.
+    positions: PositionCache,
     scanned: bool,
     restore_from: Option<SourcePosition>,
     /// A bad record met after good ones in the same batch: reported next call.
@@ -78,6 +82,7 @@ impl State {
         Ok(State {
             opts,
             files: Vec::new(),
+            positions: PositionCache::default(),
             scanned: false,
             restore_from: None,
             pending_error: None,
@@ -133,6 +138,7 @@ impl State {
 
     /// Finds new, rotated, renamed, truncated and vanished files.
     fn scan(&mut self) -> Result<()> {
+        self.positions.forget();
         let first = !self.scanned;
         self.scanned = true;
         if first && let Some(position) = self.restore_from.take() {
@@ -272,6 +278,7 @@ impl State {
 
     /// A file shrank below what was read, or was rewritten in place.
     fn handle_truncation(&mut self, i: usize) -> Result<()> {
+        self.positions.forget();
         let (path, offset) = (self.files[i].path().to_owned(), self.files[i].offset);
         tracing::warn!(path = %path.display(), offset, "file was truncated or rewritten (copytruncate rotation?); reading it again from the start");
         // copytruncate: the copy holds what was written before the truncation.
@@ -362,6 +369,7 @@ impl State {
     /// Re-opens every file of a saved position where it was.
     fn apply_position(&mut self, position: SourcePosition) -> Result<()> {
         self.files.clear();
+        self.positions.forget();
         let mut newest_rotated: Option<(PathBuf, PathBuf)> = None;
         for offset in position.offsets {
             let SourceOffset::File {
@@ -450,12 +458,13 @@ impl State {
         }
         let mut located = Vec::new();
         let mut spans = Vec::new();
-        let mut i = 0;
+        let mut i = self.positions.finished();
         while out.len() < max && i < self.files.len() {
             if self.files[i].finished {
                 i += 1;
                 continue;
             }
+            self.positions.touch(i);
             if self.files[i].is_closed() {
                 if !io {
                     return Ok(Fill::NeedsIo);
@@ -524,12 +533,8 @@ impl State {
             }
             self.files[i].consume_all();
         }
-        self.lag_bytes = self
-            .files
-            .iter()
-            .filter(|t| !t.finished)
-            .map(Tracked::known_remaining)
-            .sum();
+        self.positions.extend_finished(&self.files);
+        self.lag_bytes = self.positions.lag(&self.files);
         Ok(Fill::Done)
     }
 
@@ -638,22 +643,25 @@ impl State {
     }
 
     /// [`position`](Self::position) for later, without copying its texts.
-    fn snapshot(&self) -> Vec<OffsetSnapshot> {
-        self.files.iter().map(Tracked::snapshot).collect()
+    fn snapshot(&mut self) -> Snapshot {
+        let snapshot = self.positions.snapshot(&self.files);
+        debug_assert_eq!(snapshot.position(), self.position());
+        snapshot
     }
 
     /// The [`PositionKey`] of [`position`](Self::position), without
     /// building it.
-    fn position_key(&self) -> PositionKey {
-        let mut h = PositionKey::hasher();
-        for t in &self.files {
-            t.hash_source_offset(&mut h);
-        }
-        PositionKey::finish(h, self.files.len())
+    fn position_key(&mut self) -> PositionKey {
+        let key = self.positions.key(&self.files);
+        debug_assert_eq!(key, PositionKey::of(&self.position()));
+        key
     }
 
     fn exhausted(&self) -> bool {
-        self.scanned && self.files.iter().all(|t| t.finished)
+        self.scanned
+            && self.files[self.positions.finished()..]
+                .iter()
+                .all(|t| t.finished)
     }
 }
 
@@ -690,7 +698,7 @@ pub struct FileReader {
     /// The position handed out (its snapshot), and the bytes read, when the reading pass
     /// in flight (or the one whose batch is unclaimed) started: the state's
     /// position is past records the caller has not got.
-    pass_start: Option<(Vec<OffsetSnapshot>, u64)>,
+    pass_start: Option<(Snapshot, u64)>,
     opts: Arc<FileSourceOptions>,
     /// Kept alive for its events.
     _watcher: Option<ChangeWatcher>,
@@ -707,52 +715,6 @@ pub struct FileReader {
     /// committed, oldest first, for [`DataReader::commit_up_to`]. Bounded: a caller that reads
     /// without committing does not grow it.
     unacknowledged: VecDeque<(PositionKey, u64)>,
-}
-
-/// A position as [`FileReader`] remembers it for `commit_up_to`: a 64-bit
-/// hash of its files' offsets. The positions themselves list every file:
-/// 64 of them for a glob of 10,000 files read without commits held about
-/// 120 MiB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PositionKey(u64);
-
-impl PositionKey {
-    fn hasher() -> std::collections::hash_map::DefaultHasher {
-        std::collections::hash_map::DefaultHasher::new()
-    }
-
-    fn finish(mut h: std::collections::hash_map::DefaultHasher, files: usize) -> Self {
-        files.hash(&mut h);
-        PositionKey(h.finish())
-    }
-
-    /// The key of a position given back by a caller.
-    fn of(position: &SourcePosition) -> Self {
-        let mut h = Self::hasher();
-        for offset in &position.offsets {
-            match offset {
-                SourceOffset::File {
-                    path,
-                    byte_offset,
-                    line_number,
-                    fingerprint,
-                } => tracked::hash_file_offset(
-                    &mut h,
-                    tracked::text_hash(path, fingerprint.as_deref()),
-                    *byte_offset,
-                    *line_number,
-                ),
-                // Not one of this reader's: matches nothing it handed out.
-                other => other.describe().hash(&mut h),
-            }
-        }
-        Self::finish(h, position.offsets.len())
-    }
-}
-
-/// The position a [`State::snapshot`] was taken of.
-fn position_of(snapshot: &[OffsetSnapshot]) -> SourcePosition {
-    SourcePosition::new(snapshot.iter().map(OffsetSnapshot::source_offset).collect())
 }
 
 /// How many uncommitted batches [`FileReader`] remembers for `commit_up_to`.
@@ -885,7 +847,7 @@ impl FileReader {
     /// The position after the last record handed out.
     fn handed_out(&mut self) -> Result<SourcePosition> {
         match &self.pass_start {
-            Some((start, _)) => Ok(position_of(start)),
+            Some((start, _)) => Ok(start.position()),
             None => Ok(self.state()?.position()),
         }
     }
@@ -1141,7 +1103,7 @@ impl DataReader for FileReader {
 
     fn position(&self) -> Result<SourcePosition> {
         match &self.pass_start {
-            Some((start, _)) => Ok(position_of(start)),
+            Some((start, _)) => Ok(start.position()),
             None => self.with_state(State::position),
         }
     }
@@ -1154,6 +1116,7 @@ impl DataReader for FileReader {
         self.pass_start = None;
         let state = self.state()?;
         state.files.clear();
+        state.positions.forget();
         state.scanned = false;
         state.pending_error = None;
         state.restore_from = Some(position);

@@ -187,9 +187,9 @@ impl OffsetText {
     }
 }
 
-/// A file's entry of a position, taken without copying its texts: a
-/// blocking pass keeps the position it started from this way, in case its
-/// caller goes away (once per pass, for every file).
+/// A file's entry of a position, taken without copying its texts: the
+/// reader keeps its files' entries this way, a chunk at a time (see
+/// `position.rs`).
 #[derive(Debug, Clone)]
 pub(crate) struct OffsetSnapshot {
     text: Arc<OffsetText>,
@@ -202,25 +202,21 @@ impl OffsetSnapshot {
     pub(crate) fn source_offset(&self) -> velo_datasource_core::SourceOffset {
         self.text.source_offset(self.offset, self.line)
     }
+
+    /// The [`KeyParts`] of [`source_offset`](Self::source_offset).
+    pub(crate) fn key_parts(&self) -> KeyParts {
+        (self.text.hash, self.offset, self.line)
+    }
 }
 
-/// Hashes a file's entry of a position: the same values give the same
-/// hash whether they come from a [`Tracked`] or a `SourceOffset::File`.
-/// The texts go in as their own hash ([`text_hash`]), which a tracked file
-/// keeps: hashing every path once per batch was a third of reading a
-/// directory of small files.
-pub(crate) fn hash_file_offset(
-    h: &mut impl std::hash::Hasher,
-    text_hash: u64,
-    byte_offset: u64,
-    line: u64,
-) {
-    h.write_u64(text_hash);
-    h.write_u64(byte_offset);
-    h.write_u64(line);
-}
+/// What a file's entry of a position is hashed from: its texts' hash
+/// ([`text_hash`]), byte offset and line. The same entry gives the same
+/// parts whether it comes from a [`Tracked`], an [`OffsetSnapshot`] or a
+/// `SourceOffset::File`. A file keeps its texts' hash: hashing every path
+/// once per batch was a third of reading a directory of small files.
+pub(crate) type KeyParts = (u64, u64, u64);
 
-/// The hash of a file's path and fingerprint texts, for [`hash_file_offset`].
+/// The hash of a file's path and fingerprint texts, for [`KeyParts`].
 pub(crate) fn text_hash(path: &str, fingerprint: Option<&str>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -442,12 +438,6 @@ impl Tracked {
             offset: self.offset,
             line: self.line,
         }
-    }
-
-    /// Hashes what [`source_offset`](Self::source_offset) gives, as
-    /// [`hash_file_offset`] does from it.
-    pub(crate) fn hash_source_offset(&self, h: &mut impl std::hash::Hasher) {
-        hash_file_offset(h, self.offset_text.hash, self.offset, self.line);
     }
 
     /// Decodes up to `max` frames. `final_eof`: a trailing record without a

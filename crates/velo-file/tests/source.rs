@@ -752,6 +752,63 @@ async fn a_bounded_directory_read_closes_each_file_it_finished() {
     assert_eq!(open_files_under(dir.path()), 0);
 }
 
+/// A glob of more files than the reader freezes in one chunk of its
+/// positions (256): positions handed out while finished files are frozen
+/// are the positions `commit_up_to` and the checkpoint take, a read
+/// dropped mid-pass reports the position before it, and a restart goes on
+/// after the last committed file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_of_a_glob_of_many_finished_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("in");
+    std::fs::create_dir(&files).unwrap();
+    for i in 0..700 {
+        std::fs::write(files.join(format!("{i:03}.csv")), format!("n\n{i}\n")).unwrap();
+    }
+    let cp = dir.path().join("cp");
+    let u = uri(
+        &files.join("*.csv"),
+        &format!("checkpoint_dir={}&checkpoint_interval=1", cp.display()),
+    );
+    let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
+    let (mut got, mut committed_at, mut dropped) = (Vec::new(), None, 0);
+    let mut calls = 0;
+    while got.len() < 600 {
+        calls += 1;
+        let before = r.position().unwrap();
+        match read_or_drop(r.as_mut(), 40, false).await {
+            Some(batch) => got.extend(batch),
+            None => {
+                dropped += 1;
+                assert_eq!(
+                    r.position().unwrap(),
+                    before,
+                    "a dropped read moved the position"
+                );
+            }
+        }
+        if !got.is_empty() {
+            assert_eq!(r.position().unwrap().offsets.len(), 700);
+        }
+        if committed_at.is_none() && got.len() >= 520 {
+            committed_at = Some((got.len(), r.position().unwrap()));
+        }
+    }
+    let (committed, position) = committed_at.unwrap();
+    // Read ahead past it: acknowledging it leaves the later batches out.
+    r.commit_up_to(&position).await.unwrap();
+    drop(r);
+    let mut again = source(&u).await.unwrap().create_reader().await.unwrap();
+    got.truncate(committed);
+    got.extend(read_all(again.as_mut()).await.unwrap());
+    assert!(dropped > 0, "no read was dropped mid-pass");
+    assert_eq!(
+        ints(&got, "n"),
+        (0..700).collect::<Vec<_>>(),
+        "{dropped} of {calls} reads dropped"
+    );
+}
+
 /// A file of a bounded read that is replaced before the read reaches it
 /// is read as it is then, from its start; one removed is skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

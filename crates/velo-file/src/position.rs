@@ -20,16 +20,17 @@ use velo_datasource_core::{SourceOffset, SourcePosition};
 
 use crate::tracked::{self, KeyParts, OffsetSnapshot, Tracked};
 
-/// Entries per frozen chunk, and per chunk of a [`PositionKey`].
-pub(crate) const CHUNK: usize = 256;
+/// Files per chunk whose part of a position is kept, and entries per chunk
+/// of a [`PositionKey`].
+const CHUNK: usize = 256;
 
 /// A position as the reader remembers it for `commit_up_to`: a 64-bit hash
 /// of its entries. The positions themselves list every file: 64 of them
 /// for a glob of 10,000 files read without commits held about 120 MiB.
 ///
 /// The hash is taken in two levels, every [`CHUNK`] entries and then over
-/// those chunks' hashes, so that the reader can keep the hashes of its
-/// frozen chunks and hash only the rest.
+/// those chunks' hashes, so that the reader can keep the hashes of the
+/// chunks it did not touch and hash only the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PositionKey(u64);
 

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::fs::File;
+#[cfg(not(unix))]
 use std::io::{Read, Seek, SeekFrom};
 use std::str::FromStr;
 
@@ -70,7 +71,26 @@ impl Fingerprint {
 }
 
 /// Through `&File`, so that a file shared with a read ahead (positioned
-/// reads, which never use the offset) can be checked too.
+/// reads, which never use the offset) can be checked too. Positioned reads
+/// here as well: no seeks, and the file's offset is left alone.
+#[cfg(unix)]
+fn checksum(file: &File, window: u64) -> std::io::Result<(u64, u32)> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; window as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((filled as u64, crc32fast::hash(&buf[..filled])))
+}
+
+/// [`checksum`] where positioned reads are not at hand: seek, read, seek back.
+#[cfg(not(unix))]
 fn checksum(mut file: &File, window: u64) -> std::io::Result<(u64, u32)> {
     let pos = file.stream_position()?;
     file.seek(SeekFrom::Start(0))?;
@@ -124,7 +144,7 @@ impl FromStr for Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Seek, SeekFrom, Write};
 
     #[test]
     fn rename_keeps_identity_replace_does_not() {
@@ -152,6 +172,20 @@ mod tests {
         // Same inode, new content (truncated and rewritten).
         std::fs::write(&b, b"HELLO\n").unwrap();
         assert!(!fp.matches(&File::open(&b).unwrap()).unwrap());
+    }
+
+    #[test]
+    fn the_checksum_covers_the_window_and_leaves_the_offset_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.log");
+        let body: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &body).unwrap();
+        let mut f = File::open(&path).unwrap();
+        f.seek(SeekFrom::Start(10)).unwrap();
+        let fp = Fingerprint::of(&f, DEFAULT_BYTES).unwrap();
+        assert_eq!(fp.covered, DEFAULT_BYTES);
+        assert_eq!(fp.crc, crc32fast::hash(&body[..DEFAULT_BYTES as usize]));
+        assert_eq!(f.stream_position().unwrap(), 10);
     }
 
     #[test]

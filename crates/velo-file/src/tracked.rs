@@ -266,18 +266,17 @@ fn locate(
 
 /// Opens `path` for reading, with errors that say what is wrong with it.
 pub(crate) fn open_file(path: &Path) -> Result<File> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => {
-            return Err(Error::invalid_value(
-                "path",
-                path.display().to_string(),
-                "is a directory: give a file, a glob such as dir/*.csv, or mode=directory_watch",
-            ));
-        }
-        Ok(_) => {}
-        Err(e) => return Err(Error::io(path, e)),
+    // Opened first and checked through the handle: one lookup of the path,
+    // not two (a bounded glob opens each of its files twice).
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    if file.metadata().map_err(|e| Error::io(path, e))?.is_dir() {
+        return Err(Error::invalid_value(
+            "path",
+            path.display().to_string(),
+            "is a directory: give a file, a glob such as dir/*.csv, or mode=directory_watch",
+        ));
     }
-    File::open(path).map_err(|e| Error::io(path, e))
+    Ok(file)
 }
 
 impl Tracked {

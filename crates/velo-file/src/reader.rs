@@ -120,17 +120,23 @@ impl State {
         Ok(vec![PathBuf::from(path)])
     }
 
-    /// Starts reading `path` at `at` (see [`Tracked::open`]). A bounded
-    /// read takes its files one at a time, so only its first unfinished
-    /// file is opened; the others are probed ([`Tracked::probe`]) and
-    /// opened at their turn. Streaming modes watch every file.
-    fn track(&mut self, path: &Path, at: Option<(u64, u64)>) -> Result<&mut Tracked> {
+    /// Starts reading `path` (opened as `file`, if the caller has it) at
+    /// `at` (see [`Tracked::open`]). A bounded read takes its files one at
+    /// a time, so only its first unfinished file is kept open; the others
+    /// are probed ([`Tracked::probe`]) and opened again at their turn.
+    /// Streaming modes watch every file.
+    fn track(
+        &mut self,
+        path: &Path,
+        file: Option<std::fs::File>,
+        at: Option<(u64, u64)>,
+    ) -> Result<&mut Tracked> {
         let later = !self.opts.mode.is_streaming()
             && self.files.iter().any(|f| !f.finished && !f.is_closed());
         let t = if later {
-            Tracked::probe(path, &self.opts, at)?
+            Tracked::probe(path, file, &self.opts, at)?
         } else {
-            Tracked::open(path, &self.opts, at)?
+            Tracked::open(path, file, &self.opts, at)?
         };
         self.files.push(t);
         Ok(self.files.last_mut().expect("a file was just added"))
@@ -248,7 +254,7 @@ impl State {
                         ));
                     }
                     let i = self.files.len();
-                    let t = self.track(&cand, None)?;
+                    let t = self.track(&cand, Some(file), None)?;
                     index.add(t, i);
                 }
             }
@@ -290,7 +296,7 @@ impl State {
         self.files[i].restart(&self.opts)?;
         if let Some(copy) = copy {
             let at = (self.files[i].header_len().max(offset), self.files[i].line);
-            let mut t = Tracked::open(&copy, &self.opts, Some((offset, at.1)))?;
+            let mut t = Tracked::open(&copy, None, &self.opts, Some((offset, at.1)))?;
             tracing::info!(copy = %copy.display(), offset, "reading the rest of the truncated file from its copy");
             t.rotated = true;
             self.files.insert(i, t);
@@ -397,13 +403,13 @@ impl State {
                 (Err(_), _) => false,
             };
             if same {
-                self.track(&p, at)?;
+                self.track(&p, None, at)?;
                 continue;
             }
             match fp.as_ref().and_then(|fp| self.find_rotated(&p, fp, false)) {
                 Some(rotated) => {
                     tracing::info!(from = %path, to = %rotated.display(), "checkpointed file was rotated; finishing it under its new name");
-                    self.track(&rotated, at)?.rotated = true;
+                    self.track(&rotated, None, at)?.rotated = true;
                     newest_rotated = Some((p.clone(), rotated));
                 }
                 None => tracing::warn!(
@@ -429,7 +435,7 @@ impl State {
                     continue;
                 }
                 tracing::info!(file = %newer.display(), "reading a file rotated while the reader was down");
-                self.track(&newer, None)?.rotated = true;
+                self.track(&newer, None, None)?.rotated = true;
             }
         }
         Ok(())
@@ -674,7 +680,7 @@ pub(crate) fn first_file(opts: &Arc<FileSourceOptions>) -> Result<Tracked> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no file matches"),
         )
     })?;
-    Tracked::open(&first, opts, None)
+    Tracked::open(&first, None, opts, None)
 }
 
 fn is_hidden(p: &Path) -> bool {

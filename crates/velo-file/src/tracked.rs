@@ -224,9 +224,17 @@ pub(crate) fn text_hash(path: &str, fingerprint: Option<&str>) -> u64 {
     h.finish()
 }
 
-/// `path` opened, with its fingerprint.
-fn open_fingerprinted(path: &Path, opts: &FileSourceOptions) -> Result<(File, Fingerprint)> {
-    let file = open_file(path)?;
+/// `path` opened (unless the caller has it open already: `file`), with
+/// its fingerprint.
+fn open_fingerprinted(
+    path: &Path,
+    file: Option<File>,
+    opts: &FileSourceOptions,
+) -> Result<(File, Fingerprint)> {
+    let file = match file {
+        Some(file) => file,
+        None => open_file(path)?,
+    };
     let fingerprint =
         Fingerprint::of(&file, opts.fingerprint_bytes).map_err(|e| Error::io(path, e))?;
     Ok((file, fingerprint))
@@ -280,13 +288,16 @@ pub(crate) fn open_file(path: &Path) -> Result<File> {
 }
 
 impl Tracked {
-    /// Opens `path` at `at` (byte offset and line of a record start; `None`: the first record).
+    /// Opens `path` at `at` (byte offset and line of a record start; `None`:
+    /// the first record). `file`: `path` already opened by the caller, if
+    /// it has it (a scan opens each candidate to know it).
     pub(crate) fn open(
         path: &Path,
+        file: Option<File>,
         opts: &FileSourceOptions,
         at: Option<(u64, u64)>,
     ) -> Result<Self> {
-        let (file, fingerprint) = open_fingerprinted(path, opts)?;
+        let (file, fingerprint) = open_fingerprinted(path, file, opts)?;
         Self::from_file(path, file, fingerprint, opts, at, None)
     }
 
@@ -295,10 +306,11 @@ impl Tracked {
     /// bounded read reaches later. It costs no decoder and no buffer.
     pub(crate) fn probe(
         path: &Path,
+        file: Option<File>,
         opts: &FileSourceOptions,
         at: Option<(u64, u64)>,
     ) -> Result<Self> {
-        let (file, fingerprint) = open_fingerprinted(path, opts)?;
+        let (file, fingerprint) = open_fingerprinted(path, file, opts)?;
         if format::is_record_file(opts.format.format) {
             let mut t = Self::record_file(path, file, fingerprint, opts, at)?;
             t.close();
@@ -677,6 +689,8 @@ impl Tracked {
         // The running read ahead (if any) is dropped: its bytes are read here.
         self.ahead = None;
         let n = match &mut self.input {
+            // Its length says it has nothing more: no read to learn that.
+            Input::Plain(_) if want == 0 => Ok(0),
             Input::Plain(f) => read_at(f, &mut self.buf[len..], self.read_pos),
             Input::Compressed(r) => r.read(&mut self.buf[len..]),
             Input::Records(_) => Ok(0),
@@ -975,7 +989,7 @@ mod tests {
                 .unwrap(),
         )
         .unwrap();
-        let mut t = Tracked::open(&path, &opts, None).unwrap();
+        let mut t = Tracked::open(&path, None, &opts, None).unwrap();
         assert_eq!(read_to_end(&mut t), 5000);
         assert_eq!(t.buffered_capacity(), 0, "nothing left to hand out");
         // A few new lines are read into a buffer of their size, not a chunk's.

@@ -7,7 +7,7 @@
 //! matches after it grows.
 
 use std::fmt;
-use std::fs::File;
+use std::fs::{File, Metadata};
 #[cfg(not(unix))]
 use std::io::{Read, Seek, SeekFrom};
 use std::str::FromStr;
@@ -31,7 +31,13 @@ pub struct Fingerprint {
 impl Fingerprint {
     /// Fingerprints an open file over up to `window` bytes, keeping its position.
     pub fn of(file: &File, window: u64) -> std::io::Result<Self> {
-        let (dev, ino) = dev_ino(file)?;
+        Self::of_opened(file, &file.metadata()?, window)
+    }
+
+    /// [`of`](Self::of) with the file's metadata at hand: one `fstat` fewer
+    /// for a caller that has just opened and checked the file.
+    pub fn of_opened(file: &File, metadata: &Metadata, window: u64) -> std::io::Result<Self> {
+        let (dev, ino) = Self::identity_of(metadata);
         let (covered, crc) = checksum(file, window)?;
         Ok(Fingerprint {
             dev,
@@ -43,7 +49,12 @@ impl Fingerprint {
 
     /// Whether `file` is the file this fingerprint was taken of.
     pub fn matches(&self, file: &File) -> std::io::Result<bool> {
-        if !self.same_inode(file)? {
+        self.matches_opened(file, &file.metadata()?)
+    }
+
+    /// [`matches`](Self::matches) with the file's metadata at hand.
+    pub fn matches_opened(&self, file: &File, metadata: &Metadata) -> std::io::Result<bool> {
+        if Self::identity_of(metadata) != (self.dev, self.ino) {
             return Ok(false);
         }
         let (covered, crc) = checksum(file, self.covered)?;
@@ -54,12 +65,27 @@ impl Fingerprint {
     /// [`same_inode`](Self::same_inode) compares, for a caller that checks
     /// one file against many fingerprints.
     pub fn identity(file: &File) -> std::io::Result<(u64, u64)> {
-        dev_ino(file)
+        Ok(Self::identity_of(&file.metadata()?))
+    }
+
+    /// The device and inode in `metadata` (`(0, 0)` where the platform has
+    /// none).
+    pub fn identity_of(metadata: &Metadata) -> (u64, u64) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            (metadata.dev(), metadata.ino())
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = metadata;
+            (0, 0)
+        }
     }
 
     /// Whether `file` has this fingerprint's device and inode (content aside).
     pub fn same_inode(&self, file: &File) -> std::io::Result<bool> {
-        Ok(dev_ino(file)? == (self.dev, self.ino))
+        Ok(Self::identity(file)? == (self.dev, self.ino))
     }
 
     /// Whether `file`'s first bytes are those this fingerprint covers,
@@ -98,18 +124,6 @@ fn checksum(mut file: &File, window: u64) -> std::io::Result<(u64, u32)> {
     file.take(window).read_to_end(&mut buf)?;
     file.seek(SeekFrom::Start(pos))?;
     Ok((buf.len() as u64, crc32fast::hash(&buf)))
-}
-
-#[cfg(unix)]
-fn dev_ino(file: &File) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = file.metadata()?;
-    Ok((m.dev(), m.ino()))
-}
-
-#[cfg(not(unix))]
-fn dev_ino(_file: &File) -> std::io::Result<(u64, u64)> {
-    Ok((0, 0))
 }
 
 impl fmt::Display for Fingerprint {

@@ -120,7 +120,7 @@ impl State {
         Ok(vec![PathBuf::from(path)])
     }
 
-    /// Starts reading `path` (opened as `file`, if the caller has it) at
+    /// Starts reading `path` (`opened` already, if the caller has it) at
     /// `at` (see [`Tracked::open`]). A bounded read takes its files one at
     /// a time, so only its first unfinished file is kept open; the others
     /// are probed ([`Tracked::probe`]) and opened again at their turn.
@@ -128,15 +128,15 @@ impl State {
     fn track(
         &mut self,
         path: &Path,
-        file: Option<std::fs::File>,
+        opened: Option<(std::fs::File, std::fs::Metadata)>,
         at: Option<(u64, u64)>,
     ) -> Result<&mut Tracked> {
         let later = !self.opts.mode.is_streaming()
             && self.files.iter().any(|f| !f.finished && !f.is_closed());
         let t = if later {
-            Tracked::probe(path, file, &self.opts, at)?
+            Tracked::probe(path, opened, &self.opts, at)?
         } else {
-            Tracked::open(path, file, &self.opts, at)?
+            Tracked::open(path, opened, &self.opts, at)?
         };
         self.files.push(t);
         Ok(self.files.last_mut().expect("a file was just added"))
@@ -162,8 +162,8 @@ impl State {
         // a first scan of 3,000 files made 9,000,000 `statx` calls.
         let mut index = FileIndex::of(&self.files);
         for cand in candidates {
-            let file = match open_file(&cand) {
-                Ok(f) => f,
+            let (file, metadata) = match open_file(&cand) {
+                Ok(opened) => opened,
                 // A file may vanish between listing and opening, or during rotation.
                 Err(Error::Io { source, .. })
                     if !first && source.kind() == std::io::ErrorKind::NotFound =>
@@ -176,9 +176,7 @@ impl State {
                     continue;
                 }
             };
-            let Ok(identity) = Fingerprint::identity(&file) else {
-                continue;
-            };
+            let identity = Fingerprint::identity_of(&metadata);
             // Tracked files with the candidate's inode (not rotated away).
             let same_inode: Vec<usize> = index
                 .by_inode
@@ -254,7 +252,7 @@ impl State {
                         ));
                     }
                     let i = self.files.len();
-                    let t = self.track(&cand, Some(file), None)?;
+                    let t = self.track(&cand, Some((file, metadata)), None)?;
                     index.add(t, i);
                 }
             }

@@ -1,6 +1,6 @@
 //! One file being read: its identity, decoder, buffer and position.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -224,20 +224,20 @@ pub(crate) fn text_hash(path: &str, fingerprint: Option<&str>) -> u64 {
     h.finish()
 }
 
-/// `path` opened (unless the caller has it open already: `file`), with
-/// its fingerprint.
+/// `path` opened (unless the caller has it open already: `opened`), with
+/// its metadata and fingerprint.
 fn open_fingerprinted(
     path: &Path,
-    file: Option<File>,
+    opened: Option<(File, Metadata)>,
     opts: &FileSourceOptions,
-) -> Result<(File, Fingerprint)> {
-    let file = match file {
-        Some(file) => file,
+) -> Result<(File, Metadata, Fingerprint)> {
+    let (file, metadata) = match opened {
+        Some(opened) => opened,
         None => open_file(path)?,
     };
-    let fingerprint =
-        Fingerprint::of(&file, opts.fingerprint_bytes).map_err(|e| Error::io(path, e))?;
-    Ok((file, fingerprint))
+    let fingerprint = Fingerprint::of_opened(&file, &metadata, opts.fingerprint_bytes)
+        .map_err(|e| Error::io(path, e))?;
+    Ok((file, metadata, fingerprint))
 }
 
 /// The compression of `path`: the configured one, or by its extension.
@@ -272,32 +272,34 @@ fn locate(
     Ok((inferred, start))
 }
 
-/// Opens `path` for reading, with errors that say what is wrong with it.
-pub(crate) fn open_file(path: &Path) -> Result<File> {
+/// Opens `path` for reading, with errors that say what is wrong with it,
+/// and its metadata (which callers reuse rather than `fstat` again).
+pub(crate) fn open_file(path: &Path) -> Result<(File, Metadata)> {
     // Opened first and checked through the handle: one lookup of the path,
     // not two (a bounded glob opens each of its files twice).
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    if file.metadata().map_err(|e| Error::io(path, e))?.is_dir() {
+    let metadata = file.metadata().map_err(|e| Error::io(path, e))?;
+    if metadata.is_dir() {
         return Err(Error::invalid_value(
             "path",
             path.display().to_string(),
             "is a directory: give a file, a glob such as dir/*.csv, or mode=directory_watch",
         ));
     }
-    Ok(file)
+    Ok((file, metadata))
 }
 
 impl Tracked {
     /// Opens `path` at `at` (byte offset and line of a record start; `None`:
-    /// the first record). `file`: `path` already opened by the caller, if
-    /// it has it (a scan opens each candidate to know it).
+    /// the first record). `opened`: `path` already opened by the caller
+    /// ([`open_file`]), if it has it (a scan opens each candidate to know it).
     pub(crate) fn open(
         path: &Path,
-        file: Option<File>,
+        opened: Option<(File, Metadata)>,
         opts: &FileSourceOptions,
         at: Option<(u64, u64)>,
     ) -> Result<Self> {
-        let (file, fingerprint) = open_fingerprinted(path, file, opts)?;
+        let (file, _, fingerprint) = open_fingerprinted(path, opened, opts)?;
         Self::from_file(path, file, fingerprint, opts, at, None)
     }
 
@@ -306,11 +308,11 @@ impl Tracked {
     /// bounded read reaches later. It costs no decoder and no buffer.
     pub(crate) fn probe(
         path: &Path,
-        file: Option<File>,
+        opened: Option<(File, Metadata)>,
         opts: &FileSourceOptions,
         at: Option<(u64, u64)>,
     ) -> Result<Self> {
-        let (file, fingerprint) = open_fingerprinted(path, file, opts)?;
+        let (file, metadata, fingerprint) = open_fingerprinted(path, opened, opts)?;
         if format::is_record_file(opts.format.format) {
             let mut t = Self::record_file(path, file, fingerprint, opts, at)?;
             t.close();
@@ -321,7 +323,7 @@ impl Tracked {
         let plain = compression == Compression::None;
         let mut t = Self::with_input(path, fingerprint, inferred, Input::Closed, start, !plain);
         if plain {
-            t.known_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+            t.known_len = metadata.len();
         }
         Ok(t)
     }
@@ -671,7 +673,7 @@ impl Tracked {
         self.decoded_line = pos.1;
         if let Input::Records(records) = &mut self.input {
             // Rows cannot be un-read: open the file again and skip to `pos`.
-            let file = open_file(&self.path)?;
+            let (file, _) = open_file(&self.path)?;
             *records =
                 format::open_records(opts.format.format, file, &self.path.display().to_string())?;
             records.skip(pos.1)?;
@@ -852,17 +854,17 @@ impl Tracked {
     /// start, as a replaced file is.
     pub(crate) fn reopen(&mut self, opts: &FileSourceOptions) -> Result<()> {
         let path = self.path.clone();
-        let file = open_file(&path)?;
+        let (file, metadata) = open_file(&path)?;
         let same = self
             .fingerprint
-            .matches(&file)
+            .matches_opened(&file, &metadata)
             .map_err(|e| Error::io(&path, e))?;
         let (fingerprint, at) = if same {
             (self.fingerprint, Some((self.offset, self.line)))
         } else {
             tracing::warn!(path = %path.display(), offset = self.offset, "file was replaced before it was read on; reading it from the start");
-            let fp =
-                Fingerprint::of(&file, opts.fingerprint_bytes).map_err(|e| Error::io(&path, e))?;
+            let fp = Fingerprint::of_opened(&file, &metadata, opts.fingerprint_bytes)
+                .map_err(|e| Error::io(&path, e))?;
             (fp, None)
         };
         let known = same.then(|| self.inferred.clone());

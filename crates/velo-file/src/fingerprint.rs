@@ -57,8 +57,7 @@ impl Fingerprint {
         if Self::identity_of(metadata) != (self.dev, self.ino) {
             return Ok(false);
         }
-        let (covered, crc) = checksum(file, self.covered)?;
-        Ok(covered == self.covered && crc == self.crc)
+        self.content_matches(file)
     }
 
     /// The device and inode of `file` (one `fstat`): what

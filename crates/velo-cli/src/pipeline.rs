@@ -158,8 +158,8 @@ struct Run {
     summary: Summary,
     metrics: BatchMetrics,
     /// The position saved last. Kept, not copied: a position lists every
-    /// file of a glob, and copies of it per batch were most of piping a
-    /// glob of 50,000 small files.
+    /// file of a glob, and two more copies of it per batch were 6% of
+    /// piping a glob of 50,000 small files (16.4 s against 15.4).
     last_saved: Option<SourcePosition>,
 }
 

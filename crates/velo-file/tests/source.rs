@@ -270,12 +270,32 @@ async fn read_or_drop(
     }
 }
 
+/// Keeps the runtime's only blocking thread busy until the returned sender
+/// sends: a pass spawned meanwhile waits in the pool's queue, so a read
+/// polled once is sure to be dropped before its pass ends, however the
+/// machine schedules threads.
+fn hold_blocking_pool() -> std::sync::mpsc::Sender<()> {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    drop(tokio::task::spawn_blocking(move || held.recv()));
+    release
+}
+
 /// Reads dropped in the middle of their blocking pass (a timeout, a
 /// `select!`) lose and repeat nothing: the next call, of either kind,
 /// hands out what the pass read, and a commit or close in between saves
 /// only what was handed out.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_dropped_mid_pass_lose_and_repeat_nothing() {
+#[test]
+fn reads_dropped_mid_pass_lose_and_repeat_nothing() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(dropped_reads_lose_and_repeat_nothing());
+}
+
+async fn dropped_reads_lose_and_repeat_nothing() {
     for every_read_blocks in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let mut u = numbered_csv_checkpointed(dir.path(), 20_000);
@@ -289,15 +309,23 @@ async fn reads_dropped_mid_pass_lose_and_repeat_nothing() {
         }
         let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
         let (mut got, mut dropped, mut calls) = (Vec::new(), 0, 0);
-        let mut committed = None;
+        let (mut committed, mut dropped_last) = (None, false);
         while got.len() < 10_000 {
             calls += 1;
+            // A read that starts a pass (none is waiting to be handed out)
+            // finds the pool held: it is dropped mid-pass.
+            let held = (every_read_blocks && !dropped_last).then(hold_blocking_pool);
             let read = read_or_drop(r.as_mut(), 700, calls % 3 == 0).await;
+            if let Some(release) = held {
+                assert!(read.is_none(), "a read whose pass waits was not dropped");
+                release.send(()).unwrap();
+            }
             if !got.is_empty() || read.is_some() {
                 // The position is after the records handed out, none more.
                 let handed_out = got.len() + read.as_ref().map_or(0, Vec::len);
                 assert_eq!(line_of(&r.position().unwrap()), 1 + handed_out as u64);
             }
+            dropped_last = read.is_none();
             if let Some(batch) = read {
                 got.extend(batch);
                 continue;

@@ -286,13 +286,18 @@ fn hold_blocking_pool() -> std::sync::mpsc::Sender<()> {
 /// only what was handed out.
 #[test]
 fn reads_dropped_mid_pass_lose_and_repeat_nothing() {
+    on_one_blocking_thread(dropped_reads_lose_and_repeat_nothing());
+}
+
+/// Runs `test` where [`hold_blocking_pool`] can hold every blocking thread.
+fn on_one_blocking_thread(test: impl std::future::Future<Output = ()>) {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(1)
         .enable_all()
         .build()
         .unwrap()
-        .block_on(dropped_reads_lose_and_repeat_nothing());
+        .block_on(test);
 }
 
 async fn dropped_reads_lose_and_repeat_nothing() {
@@ -785,8 +790,12 @@ async fn a_bounded_directory_read_closes_each_file_it_finished() {
 /// are the positions `commit_up_to` and the checkpoint take, a read
 /// dropped mid-pass reports the position before it, and a restart goes on
 /// after the last committed file.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn positions_of_a_glob_of_many_finished_files() {
+#[test]
+fn positions_of_a_glob_of_many_finished_files() {
+    on_one_blocking_thread(positions_of_many_finished_files());
+}
+
+async fn positions_of_many_finished_files() {
     let dir = tempfile::tempdir().unwrap();
     let files = dir.path().join("in");
     std::fs::create_dir(&files).unwrap();
@@ -804,7 +813,13 @@ async fn positions_of_a_glob_of_many_finished_files() {
     while got.len() < 600 {
         calls += 1;
         let before = r.position().unwrap();
-        match read_or_drop(r.as_mut(), 40, false).await {
+        // Every third read finds the pool held: if it needs a pass, it is dropped mid-pass.
+        let held = (calls % 3 == 0).then(hold_blocking_pool);
+        let read = read_or_drop(r.as_mut(), 40, false).await;
+        if let Some(release) = held {
+            release.send(()).unwrap();
+        }
+        match read {
             Some(batch) => got.extend(batch),
             None => {
                 dropped += 1;

@@ -809,16 +809,19 @@ async fn positions_of_many_finished_files() {
     );
     let mut r = source(&u).await.unwrap().create_reader().await.unwrap();
     let (mut got, mut committed_at, mut dropped) = (Vec::new(), None, 0);
-    let mut calls = 0;
+    let (mut calls, mut dropped_last) = (0, false);
     while got.len() < 600 {
         calls += 1;
         let before = r.position().unwrap();
-        // Every third read finds the pool held: if it needs a pass, it is dropped mid-pass.
-        let held = (calls % 3 == 0).then(hold_blocking_pool);
+        // Every third read that starts a pass (each opens files) finds the
+        // pool held: it is dropped mid-pass.
+        let held = (calls % 3 == 0 && !dropped_last).then(hold_blocking_pool);
         let read = read_or_drop(r.as_mut(), 40, false).await;
         if let Some(release) = held {
+            assert!(read.is_none(), "a read whose pass waits was not dropped");
             release.send(()).unwrap();
         }
+        dropped_last = read.is_none();
         match read {
             Some(batch) => got.extend(batch),
             None => {

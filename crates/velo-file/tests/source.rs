@@ -280,6 +280,23 @@ fn hold_blocking_pool() -> std::sync::mpsc::Sender<()> {
     release
 }
 
+/// [`read_or_drop`], with the pool held while it is polled when `hold`:
+/// then the read must start a pass, and is checked to be dropped mid-pass.
+async fn read_or_drop_held(
+    r: &mut dyn velo_datasource_core::DataReader,
+    max: usize,
+    columns: bool,
+    hold: bool,
+) -> Option<Vec<velo_datasource_core::StreamRecord>> {
+    let held = hold.then(hold_blocking_pool);
+    let read = read_or_drop(r, max, columns).await;
+    if let Some(release) = held {
+        assert!(read.is_none(), "a read whose pass waits was not dropped");
+        release.send(()).unwrap();
+    }
+    read
+}
+
 /// Reads dropped in the middle of their blocking pass (a timeout, a
 /// `select!`) lose and repeat nothing: the next call, of either kind,
 /// hands out what the pass read, and a commit or close in between saves
@@ -319,12 +336,8 @@ async fn dropped_reads_lose_and_repeat_nothing() {
             calls += 1;
             // A read that starts a pass (none is waiting to be handed out)
             // finds the pool held: it is dropped mid-pass.
-            let held = (every_read_blocks && !dropped_last).then(hold_blocking_pool);
-            let read = read_or_drop(r.as_mut(), 700, calls % 3 == 0).await;
-            if let Some(release) = held {
-                assert!(read.is_none(), "a read whose pass waits was not dropped");
-                release.send(()).unwrap();
-            }
+            let hold = every_read_blocks && !dropped_last;
+            let read = read_or_drop_held(r.as_mut(), 700, calls % 3 == 0, hold).await;
             if !got.is_empty() || read.is_some() {
                 // The position is after the records handed out, none more.
                 let handed_out = got.len() + read.as_ref().map_or(0, Vec::len);
@@ -815,12 +828,8 @@ async fn positions_of_many_finished_files() {
         let before = r.position().unwrap();
         // Every third read that starts a pass (each opens files) finds the
         // pool held: it is dropped mid-pass.
-        let held = (calls % 3 == 0 && !dropped_last).then(hold_blocking_pool);
-        let read = read_or_drop(r.as_mut(), 40, false).await;
-        if let Some(release) = held {
-            assert!(read.is_none(), "a read whose pass waits was not dropped");
-            release.send(()).unwrap();
-        }
+        let hold = calls % 3 == 0 && !dropped_last;
+        let read = read_or_drop_held(r.as_mut(), 40, false, hold).await;
         dropped_last = read.is_none();
         match read {
             Some(batch) => got.extend(batch),

@@ -6,16 +6,21 @@
 //! cargo build --release -p velo-datasource-core --example csv_columns
 //! valgrind --tool=cachegrind --cache-sim=yes target/release/examples/csv_columns 100000
 //! valgrind --tool=cachegrind target/release/examples/csv_columns 100000 records
+//! valgrind --tool=cachegrind target/release/examples/csv_columns 100000 rows
 //! valgrind --tool=cachegrind target/release/examples/csv_columns 100000 none
 //! ```
 //!
-//! `none` builds the input only: subtract it to get the decoder's share.
+//! `records` decodes a record at a time (frames), `rows` writes the values
+//! in place and makes the records (what the file source's `read_batch`
+//! does), `none` builds the input only: subtract it to get the decoder's
+//! share.
 
 use std::io::Write;
 
 use velo_datasource_core::FileFormat;
-use velo_datasource_core::columns::Columns;
+use velo_datasource_core::columns::{Columns, RowMeta};
 use velo_datasource_core::format::{self, FormatOptions};
+use velo_datasource_core::rows::Rows;
 
 /// The benchmark's trades: an integer id, text, a float, an integer, text,
 /// text and an ISO timestamp with milliseconds.
@@ -56,6 +61,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pos += decoder.decode(&bytes[pos..], true, 1000, &mut frames);
             decoded += frames.len();
             std::hint::black_box(&frames);
+        } else if mode == "rows" {
+            spans.clear();
+            let mut rows = Rows::new(inferred.schema.clone());
+            pos += decoder
+                .decode_rows(&bytes[pos..], true, 1000, &mut spans, &mut rows)
+                .ok_or("this decoder does not write rows in place")?;
+            let meta = RowMeta {
+                offset: 0,
+                partition: 0,
+                timestamp: chrono::Utc::now(),
+                event_time: None,
+            };
+            let n = rows.rows();
+            let records = rows.into_records(&vec![meta; n])?;
+            decoded += records.len();
+            std::hint::black_box(&records);
         } else {
             spans.clear();
             let mut columns = Columns::new(inferred.schema.clone());

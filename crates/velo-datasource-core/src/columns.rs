@@ -378,10 +378,131 @@ impl Column {
     }
 }
 
+/// Where a decoder appends one column's cells, a row at a time: a
+/// [`Column`], or a column of [`Rows`](crate::rows::Rows) written in place.
+pub(crate) trait ColumnSink {
+    fn push_integer(&mut self, v: i64);
+    fn push_float(&mut self, v: f64);
+    fn push_boolean(&mut self, v: bool);
+    fn push_timestamp(&mut self, v: DateTime<Utc>);
+    fn push_str(&mut self, v: &str);
+    fn push_null(&mut self);
+    /// A value of any type.
+    fn push(&mut self, v: FieldValue);
+    /// A text column's buffer while it has no null ([`Column::text_mut`]).
+    fn text_mut(&mut self) -> Option<&mut TextColumn> {
+        None
+    }
+}
+
+impl ColumnSink for &mut Column {
+    #[inline(always)]
+    fn push_integer(&mut self, v: i64) {
+        Column::push_integer(self, v);
+    }
+
+    #[inline(always)]
+    fn push_float(&mut self, v: f64) {
+        Column::push_float(self, v);
+    }
+
+    #[inline(always)]
+    fn push_boolean(&mut self, v: bool) {
+        Column::push_boolean(self, v);
+    }
+
+    #[inline(always)]
+    fn push_timestamp(&mut self, v: DateTime<Utc>) {
+        Column::push_timestamp(self, v);
+    }
+
+    #[inline(always)]
+    fn push_str(&mut self, v: &str) {
+        Column::push_str(self, v);
+    }
+
+    fn push_null(&mut self) {
+        Column::push_null(self);
+    }
+
+    fn push(&mut self, v: FieldValue) {
+        Column::push(self, v);
+    }
+
+    #[inline(always)]
+    fn text_mut(&mut self) -> Option<&mut TextColumn> {
+        Column::text_mut(self)
+    }
+}
+
+/// A batch a decoder writes a column at a time: [`Columns`], or
+/// [`Rows`](crate::rows::Rows) for records.
+pub(crate) trait BatchSink {
+    /// One column of the rows begun.
+    type Column<'a>: ColumnSink
+    where
+        Self: 'a;
+
+    /// The schema the batch follows.
+    fn schema(&self) -> &Arc<Schema>;
+
+    /// The number of complete rows.
+    fn rows(&self) -> usize;
+
+    /// Makes room for `n` rows after the complete ones; `text(i)` is how
+    /// many bytes text column `i`'s cells take, asked only of text columns.
+    fn begin_rows(&mut self, n: usize, text: impl Fn(usize) -> usize);
+
+    /// Column `i`, to append one cell to each row begun, from the first
+    /// not yet counted by [`end_rows`](Self::end_rows).
+    fn column(&mut self, i: usize) -> Self::Column<'_>;
+
+    /// Counts `n` rows whose cells were appended to every column.
+    fn end_rows(&mut self, n: usize);
+
+    /// Keeps the first `rows` complete rows, dropping any partial one.
+    fn truncate(&mut self, rows: usize);
+}
+
+impl BatchSink for Columns {
+    type Column<'a> = &'a mut Column;
+
+    fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn begin_rows(&mut self, n: usize, text: impl Fn(usize) -> usize) {
+        for (i, column) in self.columns.iter_mut().enumerate() {
+            let bytes = match column.data {
+                ColumnData::Text(_) => text(i),
+                _ => 0,
+            };
+            column.reserve(n, bytes);
+        }
+    }
+
+    #[inline(always)]
+    fn column(&mut self, i: usize) -> &mut Column {
+        &mut self.columns[i]
+    }
+
+    fn end_rows(&mut self, n: usize) {
+        Columns::end_rows(self, n);
+    }
+
+    fn truncate(&mut self, rows: usize) {
+        Columns::truncate(self, rows);
+    }
+}
+
 /// The columns of a batch being built, one per field of its schema.
 ///
 /// Decoders append a record's values with [`Columns::push_row`] (or cell by
-/// cell, then [`Columns::end_row`]); a record that turns out bad is taken
+/// cell); a record that turns out bad is taken
 /// back with [`Columns::truncate`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Columns {
@@ -431,20 +552,8 @@ impl Columns {
         Ok(())
     }
 
-    /// Column `i`, for appending one cell of the row being built.
-    #[inline]
-    pub(crate) fn column_mut(&mut self, i: usize) -> &mut Column {
-        &mut self.columns[i]
-    }
-
-    /// Counts the row whose cells were just appended to every column.
-    #[inline]
-    pub(crate) fn end_row(&mut self) {
-        self.end_rows(1);
-    }
-
     /// Counts `n` rows whose cells were just appended to every column.
-    pub(crate) fn end_rows(&mut self, n: usize) {
+    fn end_rows(&mut self, n: usize) {
         self.rows += n;
         debug_assert!(self.columns.iter().all(|c| c.len() == self.rows));
     }
@@ -790,9 +899,9 @@ mod tests {
     fn truncate_takes_back_a_partial_row() {
         let mut c = Columns::new(schema());
         c.push_row(row(1)).unwrap();
-        c.column_mut(0).push_integer(7);
-        c.column_mut(1).push_null();
-        c.column_mut(4).push_str("partial");
+        c.columns[0].push_integer(7);
+        c.columns[1].push_null();
+        c.columns[4].push_str("partial");
         c.truncate(1);
         assert_eq!(c.rows(), 1);
         assert!(c.columns.iter().all(|col| col.len() == 1));

@@ -13,6 +13,7 @@ mod offset;
 mod record;
 mod registry;
 pub mod retry;
+pub mod rows;
 mod schema;
 pub mod secret;
 mod traits;

@@ -15,10 +15,11 @@ use csv_core::ReadRecordResult;
 use self::core_reader::CoreReader;
 use self::split::{Split, Splitter};
 use super::{Decoder, Encoder, FormatOptions, Frame, Inferred, Span};
-use crate::columns::{Column, Columns};
+use crate::columns::{BatchSink, ColumnSink, Columns};
 use crate::error::{Error, Result};
 use crate::infer::SchemaInferrer;
 use crate::record::StreamRecord;
+use crate::rows::Rows;
 use crate::schema::{DataType, FieldDefinition, Schema};
 use crate::value::{
     DateCache, FieldValue, TimestampText, parse_bool, parse_float, parse_timestamp_with, trim,
@@ -378,20 +379,25 @@ impl Converter {
 
     /// Appends the record's values to `columns` as one row; a bad record
     /// adds nothing and gives its first bad cell's reason, as `convert` does.
-    fn push_row(&self, cells: Cells<'_>, columns: &mut Columns) -> std::result::Result<(), String> {
+    fn push_row(
+        &self,
+        cells: Cells<'_>,
+        columns: &mut impl BatchSink,
+    ) -> std::result::Result<(), String> {
         let n = cells.ends.len();
         if n != self.types.len() {
             return Err(format!("expected {} fields, found {n}", self.types.len()));
         }
         let record = std::str::from_utf8(cells.record).ok();
         let row = columns.rows();
+        columns.begin_rows(1, |i| cells.range(i).len());
         for i in 0..n {
-            if let Err(e) = self.push_cell(i, cells, record, columns.column_mut(i)) {
+            if let Err(e) = self.push_cell(i, cells, record, columns.column(i)) {
                 columns.truncate(row);
                 return Err(e);
             }
         }
-        columns.end_row();
+        columns.end_rows(1);
         Ok(())
     }
 
@@ -402,7 +408,7 @@ impl Converter {
         i: usize,
         cells: Cells<'_>,
         record: Option<&str>,
-        column: &mut Column,
+        mut column: impl ColumnSink,
     ) -> std::result::Result<(), String> {
         let Some(cell) = self.text(i, cells, record)? else {
             column.push_null();
@@ -522,12 +528,18 @@ impl Decoder for CsvDecoder {
         out: &mut Vec<Span>,
         columns: &mut Columns,
     ) -> Option<usize> {
-        if !Arc::ptr_eq(columns.schema(), &self.conv.schema)
-            && **columns.schema() != *self.conv.schema
-        {
-            return None;
-        }
-        Some(self.decode_into_columns(input, eof, max, out, columns))
+        self.decode_into(input, eof, max, out, columns)
+    }
+
+    fn decode_rows(
+        &mut self,
+        input: &[u8],
+        eof: bool,
+        max: usize,
+        out: &mut Vec<Span>,
+        rows: &mut Rows,
+    ) -> Option<usize> {
+        self.decode_into(input, eof, max, out, rows)
     }
 
     fn schema(&self) -> Arc<Schema> {
@@ -898,27 +910,33 @@ mod tests {
     }
 
     /// `columns` as a batch, each row at offset 0.
-    fn batch_of(columns: Columns) -> crate::columns::ColumnBatch {
-        let meta = crate::columns::RowMeta {
+    fn meta() -> crate::columns::RowMeta {
+        crate::columns::RowMeta {
             offset: 0,
             partition: 0,
             timestamp: chrono::DateTime::UNIX_EPOCH,
             event_time: None,
-        };
-        let rows = vec![meta; columns.rows()];
+        }
+    }
+
+    fn batch_of(columns: Columns) -> crate::columns::ColumnBatch {
+        let rows = vec![meta(); columns.rows()];
         crate::columns::ColumnBatch::new(columns, rows).unwrap()
     }
 
-    /// Every record of `data` (no header) decoded by `decode` and by
-    /// `decode_columns`, `max` records per call: the frames must be the
-    /// same, and the columns must hold the good records' values in order.
+    /// Every record of `data` (no header) decoded by `decode`, by
+    /// `decode_columns` and by `decode_rows`, `max` records per call: the
+    /// frames must be the same, and the columns and the rows must hold the
+    /// good records' values in order.
     fn assert_columns_agree_with_rows(options: &FormatOptions, data: &[u8], max: usize) {
         let schema = options.schema.clone().unwrap();
         let mut rows_dec = CsvDecoder::new(options, schema.clone());
         let mut cols_dec = CsvDecoder::new(options, schema.clone());
-        let (mut rows, mut framed) = (Vec::new(), Vec::new());
+        let mut in_place_dec = CsvDecoder::new(options, schema.clone());
+        let (mut rows, mut framed, mut framed_in_place) = (Vec::new(), Vec::new(), Vec::new());
         let mut columns = Columns::new(schema.clone());
-        let (mut at_rows, mut at_cols) = (0, 0);
+        let mut in_place = Rows::new(schema.clone());
+        let (mut at_rows, mut at_cols, mut at_in_place) = (0, 0, 0);
         while at_rows < data.len() {
             at_rows += rows_dec.decode(&data[at_rows..], true, max, &mut rows);
             let used = cols_dec
@@ -926,7 +944,21 @@ mod tests {
                 .unwrap();
             at_cols += used;
             assert_eq!(at_rows, at_cols);
+            let used = in_place_dec
+                .decode_rows(
+                    &data[at_in_place..],
+                    true,
+                    max,
+                    &mut framed_in_place,
+                    &mut in_place,
+                )
+                .unwrap();
+            at_in_place += used;
+            assert_eq!(at_rows, at_in_place);
         }
+        assert_eq!(framed, framed_in_place);
+        let in_place_rows = in_place.rows();
+        let records = in_place.into_records(&vec![meta(); in_place_rows]).unwrap();
         let span = |f: &Frame| Span {
             len: f.len,
             lines: f.lines,
@@ -940,6 +972,7 @@ mod tests {
         let batch = batch_of(columns);
         for (i, values) in good.iter().enumerate() {
             assert_eq!(batch.record(i).values(), &values[..], "row {i}");
+            assert_eq!(records[i].values(), &values[..], "row {i} in place");
         }
     }
 

@@ -103,6 +103,20 @@ pub trait Decoder: Send + std::fmt::Debug {
         None
     }
 
+    /// Like [`decode_columns`](Self::decode_columns), but each good
+    /// record's values are written to `rows`, in place, for records.
+    fn decode_rows(
+        &mut self,
+        input: &[u8],
+        eof: bool,
+        max: usize,
+        out: &mut Vec<Span>,
+        rows: &mut crate::rows::Rows,
+    ) -> Option<usize> {
+        let _ = (input, eof, max, out, rows);
+        None
+    }
+
     /// The current schema.
     fn schema(&self) -> Arc<Schema>;
 }

@@ -11,10 +11,14 @@
 //! path.
 
 use super::{Cells, Converter, CsvDecoder, FrameLen, Span};
-use crate::columns::{Column, Columns};
+use std::sync::Arc;
+
+use crate::columns::{BatchSink, ColumnSink};
 use crate::digits::{short_decimal, short_integer};
 use crate::schema::DataType;
-use crate::value::{FieldValue, parse_bool, parse_float, parse_timestamp_with, trim};
+use crate::value::{
+    FieldValue, parse_bool, parse_float, parse_timestamp_fast, parse_timestamp_with, trim,
+};
 
 /// Rows typed a column at a time before the next rows, so that their
 /// input and cell ends stay in the L1 cache for all their columns. Typing
@@ -58,15 +62,21 @@ struct Row {
 }
 
 impl CsvDecoder {
-    /// `decode_columns`: see the module docs.
-    pub(super) fn decode_into_columns(
+    /// `decode_columns` and `decode_rows`: see the module docs. `None`,
+    /// with nothing read, when `columns` does not follow the decoder's schema.
+    pub(super) fn decode_into(
         &mut self,
         input: &[u8],
         eof: bool,
         max: usize,
         out: &mut Vec<Span>,
-        columns: &mut Columns,
-    ) -> usize {
+        columns: &mut impl BatchSink,
+    ) -> Option<usize> {
+        if !Arc::ptr_eq(columns.schema(), &self.conv.schema)
+            && **columns.schema() != *self.conv.schema
+        {
+            return None;
+        }
         let width = self.conv.types.len();
         let mut framed = std::mem::take(&mut self.framed);
         framed.rows.clear();
@@ -128,7 +138,7 @@ impl CsvDecoder {
             }
         }
         self.framed = framed;
-        consumed
+        Some(consumed)
     }
 }
 
@@ -142,17 +152,11 @@ impl Converter {
         framed: &Framed,
         text: &str,
         copied: &str,
-        columns: &mut Columns,
+        columns: &mut impl BatchSink,
     ) -> Option<()> {
         let width = self.types.len();
         // Each buffer grows once per call: a text column by its cells' bytes.
-        for i in 0..width {
-            let text = match self.types[i] {
-                DataType::String | DataType::Any => framed.text_bytes(i, width),
-                _ => 0,
-            };
-            columns.column_mut(i).reserve(framed.rows.len(), text);
-        }
+        columns.begin_rows(framed.rows.len(), |i| framed.text_bytes(i, width));
         let blocks = framed
             .rows
             .chunks(BLOCK)
@@ -171,7 +175,7 @@ impl Converter {
         ends: &[usize],
         text: &str,
         copied: &str,
-        columns: &mut Columns,
+        columns: &mut impl BatchSink,
     ) -> Option<()> {
         let width = self.types.len();
         for i in 0..width {
@@ -185,7 +189,7 @@ impl Converter {
                     (source, row.base + from, row.base + ends[i])
                 });
             let cells = ranges.clone().map(|(source, a, b)| source.get(a..b));
-            let column = columns.column_mut(i);
+            let column = columns.column(i);
             match &self.types[i] {
                 DataType::String | DataType::Any => self.fill_text(i, cells, column),
                 // Unless a null token could be read as such a number.
@@ -195,7 +199,7 @@ impl Converter {
                     column,
                     |t, a, b| short_integer(t, a, b).filter(|_| !self.nulls.integer),
                     |c| c.parse().ok(),
-                    Column::push_integer,
+                    ColumnSink::push_integer,
                 ),
                 DataType::Float => self.fill_numbers(
                     i,
@@ -203,13 +207,23 @@ impl Converter {
                     column,
                     |t, a, b| short_decimal(t, a, b).filter(|_| !self.nulls.decimal),
                     parse_float,
-                    Column::push_float,
+                    ColumnSink::push_float,
                 ),
                 DataType::Boolean => self.fill(i, cells, column, |c, col| {
                     parse_bool(trim(c)).map(|v| col.push_boolean(v))
                 }),
+                // The common shapes apart, for their value in registers
+                // (see `parse_timestamp_fast`).
                 DataType::Timestamp => self.fill(i, cells, column, |c, col| {
-                    parse_timestamp_with(c, &self.dates[i]).map(|v| col.push_timestamp(v))
+                    match parse_timestamp_fast(c, &self.dates[i]) {
+                        Some(v) => {
+                            col.push_timestamp(v);
+                            Some(())
+                        }
+                        None => {
+                            parse_timestamp_with(c, &self.dates[i]).map(|v| col.push_timestamp(v))
+                        }
+                    }
                 }),
                 other => self.fill(i, cells, column, |c, col| {
                     FieldValue::parse_text(c, other).ok().map(|v| col.push(v))
@@ -225,18 +239,18 @@ impl Converter {
     /// way to a null token that could be such a number) goes through
     /// `parse` after the null test, as in `fill`.
     #[inline(always)]
-    fn fill_numbers<'a, T>(
+    fn fill_numbers<'a, T, C: ColumnSink>(
         &self,
         i: usize,
         cells: impl Iterator<Item = (&'a str, usize, usize)>,
-        column: &mut Column,
+        mut column: C,
         word: impl Fn(&[u8], usize, usize) -> Option<T>,
         parse: impl Fn(&str) -> Option<T>,
-        push: impl Fn(&mut Column, T),
+        push: impl Fn(&mut C, T),
     ) -> Option<()> {
         for (source, a, b) in cells {
             if let Some(v) = word(source.as_bytes(), a, b) {
-                push(column, v);
+                push(&mut column, v);
                 continue;
             }
             let c = source.get(a..b)?;
@@ -246,7 +260,7 @@ impl Converter {
                 }
                 column.push_null();
             } else {
-                push(column, parse(trim(c))?);
+                push(&mut column, parse(trim(c))?);
             }
         }
         Some(())
@@ -259,7 +273,7 @@ impl Converter {
         &self,
         i: usize,
         mut cells: impl Iterator<Item = Option<&'a str>>,
-        column: &mut Column,
+        mut column: impl ColumnSink,
     ) -> Option<()> {
         if let Some(text) = column.text_mut() {
             loop {
@@ -286,12 +300,12 @@ impl Converter {
     /// Appends column `i`'s `cells` by `push`, nulls by the null rule;
     /// `None` at the first cell that is not valid.
     #[inline(always)]
-    fn fill<'a>(
+    fn fill<'a, C: ColumnSink>(
         &self,
         i: usize,
         cells: impl Iterator<Item = Option<&'a str>>,
-        column: &mut Column,
-        mut push: impl FnMut(&'a str, &mut Column) -> Option<()>,
+        mut column: C,
+        mut push: impl FnMut(&'a str, &mut C) -> Option<()>,
     ) -> Option<()> {
         for c in cells {
             let c = c?;
@@ -301,7 +315,7 @@ impl Converter {
                 }
                 column.push_null();
             } else {
-                push(c, column)?;
+                push(c, &mut column)?;
             }
         }
         Some(())

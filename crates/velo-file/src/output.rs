@@ -1,11 +1,14 @@
 //! Where a batch of good records goes: one [`StreamRecord`] each
-//! (`read_batch`), or columns (`read_columns`). The reader's loop over files,
-//! positions and bad records is the same for both.
+//! (`read_batch`), columns (`read_columns`), or, for a decoder that writes
+//! values in place, rows that become records (`read_batch` of CSV). The
+//! reader's loop over files, positions and bad records is the same for all.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use velo_datasource_core::columns::{ColumnBatch, Columns, RowMeta};
+use velo_datasource_core::format::{Decoder, Span};
+use velo_datasource_core::rows::Rows;
 use velo_datasource_core::{EventTimeExtractor, FieldValue, Schema, StreamRecord};
 
 /// A batch being filled.
@@ -13,12 +16,12 @@ pub(crate) trait Output {
     /// Good records so far.
     fn len(&self) -> usize;
 
-    /// Columns of `schema` for the decoder to append to, if this output
-    /// takes columns.
-    fn columns_for(&mut self, schema: &Arc<Schema>) -> Option<&mut Columns>;
+    /// Where the decoder is to write the values of `schema`'s records, if
+    /// this output takes them from the decoder.
+    fn sink_for(&mut self, schema: &Arc<Schema>) -> Option<Sink<'_>>;
 
     /// The next good record, at line `offset`: its values, or `None` when
-    /// the decoder already appended them to the columns.
+    /// the decoder already wrote them to the sink.
     fn accept(
         &mut self,
         values: Option<(Arc<Schema>, Vec<FieldValue>)>,
@@ -42,6 +45,7 @@ pub(crate) trait Output {
 pub(crate) enum Unclaimed {
     Records(Records),
     Columns(ColumnsOut),
+    Rows(RowsOut),
 }
 
 impl std::fmt::Debug for Unclaimed {
@@ -49,6 +53,7 @@ impl std::fmt::Debug for Unclaimed {
         let kind = match self {
             Unclaimed::Records(_) => "records",
             Unclaimed::Columns(_) => "columns",
+            Unclaimed::Rows(_) => "rows",
         };
         write!(f, "Unclaimed({} {kind})", self.len())
     }
@@ -60,6 +65,7 @@ impl Unclaimed {
         match self {
             Unclaimed::Records(r) => r.len(),
             Unclaimed::Columns(c) => c.len(),
+            Unclaimed::Rows(r) => r.len(),
         }
     }
 }
@@ -88,7 +94,7 @@ impl Output for Records {
         self.records.len()
     }
 
-    fn columns_for(&mut self, _: &Arc<Schema>) -> Option<&mut Columns> {
+    fn sink_for(&mut self, _: &Arc<Schema>) -> Option<Sink<'_>> {
         None
     }
 
@@ -118,38 +124,209 @@ impl Output for Records {
     fn from_unclaimed(kept: Unclaimed, event_time: &mut Option<EventTimeExtractor>) -> Self {
         match kept {
             Unclaimed::Records(r) => r,
-            Unclaimed::Columns(c) => {
-                let now = c.now;
-                Records {
-                    records: c
-                        .finish(event_time)
-                        .into_iter()
-                        .flat_map(ColumnBatch::into_records)
-                        .collect(),
-                    now,
-                }
+            Unclaimed::Columns(c) => Records {
+                now: c.now,
+                records: c
+                    .finish(event_time)
+                    .into_iter()
+                    .flat_map(ColumnBatch::into_records)
+                    .collect(),
+            },
+            Unclaimed::Rows(r) => Records {
+                now: r.now,
+                records: r.records(event_time),
+            },
+        }
+    }
+}
+
+/// Where a decoder writes the values of a batch's good records.
+pub(crate) enum Sink<'a> {
+    Columns(&'a mut Columns),
+    Rows(&'a mut Rows),
+}
+
+impl Sink<'_> {
+    /// [`Decoder::decode_columns`] or [`Decoder::decode_rows`].
+    pub(crate) fn decode(
+        &mut self,
+        decoder: &mut dyn Decoder,
+        input: &[u8],
+        eof: bool,
+        max: usize,
+        spans: &mut Vec<Span>,
+    ) -> Option<usize> {
+        match self {
+            Sink::Columns(c) => decoder.decode_columns(input, eof, max, spans, c),
+            Sink::Rows(r) => decoder.decode_rows(input, eof, max, spans, r),
+        }
+    }
+}
+
+/// The values of a batch being filled, of one schema: columns or rows.
+pub(crate) trait Filling: Sized {
+    /// What the values and their rows' metadata become.
+    type Batch;
+
+    fn new(schema: Arc<Schema>) -> Self;
+
+    fn schema(&self) -> &Arc<Schema>;
+
+    fn push_row(&mut self, values: Vec<FieldValue>);
+
+    fn truncate(&mut self, rows: usize);
+
+    fn sink(&mut self) -> Sink<'_>;
+
+    /// The batch of the values with one `rows` entry per row.
+    fn close(self, rows: Vec<RowMeta>) -> Self::Batch;
+
+    fn len(batch: &Self::Batch) -> usize;
+
+    fn set_event_times(batch: &mut Self::Batch, event_time: &mut EventTimeExtractor);
+
+    /// `batches` kept for a later call.
+    fn keep(batches: Batches<Self>) -> Unclaimed;
+
+    /// A kept batch of any kind as batches of this kind, event times set.
+    fn from_kept(kept: Unclaimed, event_time: &mut Option<EventTimeExtractor>) -> Batches<Self>;
+}
+
+impl Filling for Columns {
+    type Batch = ColumnBatch;
+
+    fn new(schema: Arc<Schema>) -> Self {
+        Columns::new(schema)
+    }
+
+    fn schema(&self) -> &Arc<Schema> {
+        Columns::schema(self)
+    }
+
+    fn push_row(&mut self, values: Vec<FieldValue>) {
+        Columns::push_row(self, values).expect("a decoder's values follow its schema");
+    }
+
+    fn truncate(&mut self, rows: usize) {
+        Columns::truncate(self, rows);
+    }
+
+    fn sink(&mut self) -> Sink<'_> {
+        Sink::Columns(self)
+    }
+
+    fn close(self, rows: Vec<RowMeta>) -> ColumnBatch {
+        ColumnBatch::new(self, rows).expect("one metadata row per row of values")
+    }
+
+    fn len(batch: &ColumnBatch) -> usize {
+        batch.len()
+    }
+
+    fn set_event_times(batch: &mut ColumnBatch, event_time: &mut EventTimeExtractor) {
+        event_time.apply_to_batch(batch);
+    }
+
+    fn keep(batches: ColumnsOut) -> Unclaimed {
+        Unclaimed::Columns(batches)
+    }
+
+    fn from_kept(kept: Unclaimed, event_time: &mut Option<EventTimeExtractor>) -> ColumnsOut {
+        match kept {
+            Unclaimed::Columns(c) => c,
+            // Event times were set as the records were accepted.
+            Unclaimed::Records(r) => Batches::of_timed(ColumnBatch::from_records(r.records), r.now),
+            Unclaimed::Rows(r) => {
+                let now = r.now;
+                Batches::of_timed(ColumnBatch::from_records(r.records(event_time)), now)
             }
         }
     }
 }
 
-/// Column batches, a new one wherever the schema changes (a directory of
-/// files with different headers; files with the same columns share one).
-pub(crate) struct ColumnsOut {
-    done: Vec<ColumnBatch>,
-    current: Option<(Columns, Vec<RowMeta>)>,
+impl Filling for Rows {
+    type Batch = Vec<StreamRecord>;
+
+    fn new(schema: Arc<Schema>) -> Self {
+        Rows::new(schema)
+    }
+
+    fn schema(&self) -> &Arc<Schema> {
+        Rows::schema(self)
+    }
+
+    fn push_row(&mut self, values: Vec<FieldValue>) {
+        Rows::push_row(self, values).expect("a decoder's values follow its schema");
+    }
+
+    fn truncate(&mut self, rows: usize) {
+        Rows::truncate(self, rows);
+    }
+
+    fn sink(&mut self) -> Sink<'_> {
+        Sink::Rows(self)
+    }
+
+    fn close(self, rows: Vec<RowMeta>) -> Vec<StreamRecord> {
+        self.into_records(&rows)
+            .expect("one metadata row per row of values")
+    }
+
+    fn len(batch: &Vec<StreamRecord>) -> usize {
+        batch.len()
+    }
+
+    fn set_event_times(batch: &mut Vec<StreamRecord>, event_time: &mut EventTimeExtractor) {
+        for record in batch {
+            event_time.apply(record);
+        }
+    }
+
+    fn keep(batches: RowsOut) -> Unclaimed {
+        Unclaimed::Rows(batches)
+    }
+
+    fn from_kept(kept: Unclaimed, event_time: &mut Option<EventTimeExtractor>) -> RowsOut {
+        match kept {
+            Unclaimed::Rows(r) => r,
+            Unclaimed::Records(r) => Batches::of_timed(vec![r.records], r.now),
+            Unclaimed::Columns(c) => {
+                let now = c.now;
+                let done = c
+                    .finish(event_time)
+                    .into_iter()
+                    .map(ColumnBatch::into_records)
+                    .collect();
+                Batches::of_timed(done, now)
+            }
+        }
+    }
+}
+
+/// Batches whose values the decoder writes (columns, or rows for
+/// records), a new one wherever the schema changes (a directory of files
+/// with different headers; files with the same columns share one).
+pub(crate) struct Batches<F: Filling> {
+    done: Vec<F::Batch>,
+    current: Option<(F, Vec<RowMeta>)>,
     rows: usize,
     /// The most rows the batch may hold.
     max: usize,
     now: DateTime<Utc>,
     /// The first batches of `done`, whose event times are already set (a
-    /// kept batch of records).
+    /// kept batch of another kind).
     timed: usize,
 }
 
-impl ColumnsOut {
+/// Column batches, for `read_columns`.
+pub(crate) type ColumnsOut = Batches<Columns>;
+
+/// Records written in place by the decoder, for `read_batch`.
+pub(crate) type RowsOut = Batches<Rows>;
+
+impl<F: Filling> Batches<F> {
     pub(crate) fn new(max: usize) -> Self {
-        ColumnsOut {
+        Batches {
             done: Vec::new(),
             current: None,
             rows: 0,
@@ -159,8 +336,21 @@ impl ColumnsOut {
         }
     }
 
+    /// Finished batches of another kind of output, their event times set.
+    fn of_timed(done: Vec<F::Batch>, now: DateTime<Utc>) -> Self {
+        let rows = done.iter().map(F::len).sum();
+        Batches {
+            rows,
+            max: rows,
+            timed: done.len(),
+            done,
+            current: None,
+            now,
+        }
+    }
+
     /// The current batch, a new one if it does not follow `schema`.
-    fn batch_for(&mut self, schema: &Arc<Schema>) -> &mut (Columns, Vec<RowMeta>) {
+    fn batch_for(&mut self, schema: &Arc<Schema>) -> &mut (F, Vec<RowMeta>) {
         let same = self
             .current
             .as_ref()
@@ -169,43 +359,49 @@ impl ColumnsOut {
             self.close();
             // Row metadata for the rest of the batch at once, as in `Records::new`.
             let rows = Vec::with_capacity(self.max.saturating_sub(self.rows).min(1 << 20));
-            self.current = Some((Columns::new(schema.clone()), rows));
+            self.current = Some((F::new(schema.clone()), rows));
         }
         self.current.as_mut().expect("set above")
     }
 
     fn close(&mut self) {
-        if let Some((columns, rows)) = self.current.take()
+        if let Some((values, rows)) = self.current.take()
             && !rows.is_empty()
         {
-            let batch =
-                ColumnBatch::new(columns, rows).expect("one metadata row per row of values");
-            self.done.push(batch);
+            self.done.push(values.close(rows));
         }
     }
 
     /// The batches, with event times set.
-    pub(crate) fn finish(
-        mut self,
-        event_time: &mut Option<EventTimeExtractor>,
-    ) -> Vec<ColumnBatch> {
+    pub(crate) fn finish(mut self, event_time: &mut Option<EventTimeExtractor>) -> Vec<F::Batch> {
         self.close();
         if let Some(et) = event_time {
             for batch in &mut self.done[self.timed..] {
-                et.apply_to_batch(batch);
+                F::set_event_times(batch, et);
             }
         }
         self.done
     }
 }
 
-impl Output for ColumnsOut {
+impl RowsOut {
+    /// The records, with event times set.
+    pub(crate) fn records(self, event_time: &mut Option<EventTimeExtractor>) -> Vec<StreamRecord> {
+        let mut batches = self.finish(event_time);
+        if batches.len() == 1 {
+            return batches.pop().unwrap_or_default();
+        }
+        batches.into_iter().flatten().collect()
+    }
+}
+
+impl<F: Filling> Output for Batches<F> {
     fn len(&self) -> usize {
         self.rows
     }
 
-    fn columns_for(&mut self, schema: &Arc<Schema>) -> Option<&mut Columns> {
-        Some(&mut self.batch_for(schema).0)
+    fn sink_for(&mut self, schema: &Arc<Schema>) -> Option<Sink<'_>> {
+        Some(self.batch_for(schema).0.sink())
     }
 
     fn accept(
@@ -215,19 +411,16 @@ impl Output for ColumnsOut {
         _: &mut Option<EventTimeExtractor>,
     ) {
         let now = self.now;
-        let (columns, rows) = match values {
+        let (_, rows) = match values {
             Some((schema, values)) => {
                 let batch = self.batch_for(&schema);
-                batch
-                    .0
-                    .push_row(values)
-                    .expect("a decoder's values follow its schema");
+                batch.0.push_row(values);
                 batch
             }
             None => self
                 .current
                 .as_mut()
-                .expect("the decoder appended to the current batch"),
+                .expect("the decoder wrote to the current batch"),
         };
         rows.push(RowMeta {
             offset,
@@ -235,36 +428,20 @@ impl Output for ColumnsOut {
             timestamp: now,
             event_time: None,
         });
-        debug_assert!(columns.rows() >= rows.len());
         self.rows += 1;
     }
 
     fn stop(&mut self) {
-        if let Some((columns, rows)) = &mut self.current {
-            columns.truncate(rows.len());
+        if let Some((values, rows)) = &mut self.current {
+            values.truncate(rows.len());
         }
     }
 
     fn into_unclaimed(self) -> Unclaimed {
-        Unclaimed::Columns(self)
+        F::keep(self)
     }
 
-    fn from_unclaimed(kept: Unclaimed, _: &mut Option<EventTimeExtractor>) -> Self {
-        match kept {
-            Unclaimed::Columns(c) => c,
-            // Event times were set as the records were accepted.
-            Unclaimed::Records(r) => {
-                let done = ColumnBatch::from_records(r.records);
-                let rows = done.iter().map(ColumnBatch::len).sum();
-                ColumnsOut {
-                    rows,
-                    max: rows,
-                    timed: done.len(),
-                    done,
-                    current: None,
-                    now: r.now,
-                }
-            }
-        }
+    fn from_unclaimed(kept: Unclaimed, event_time: &mut Option<EventTimeExtractor>) -> Self {
+        F::from_kept(kept, event_time)
     }
 }

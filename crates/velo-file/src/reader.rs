@@ -18,7 +18,7 @@ use velo_datasource_core::{
 use crate::dead_letter::{DeadLetter, DeadLetterFile};
 use crate::fingerprint::Fingerprint;
 use crate::options::{FileSourceOptions, Mode};
-use crate::output::{ColumnsOut, Output, Records, Unclaimed};
+use crate::output::{ColumnsOut, Output, Records, RowsOut, Unclaimed};
 use crate::position::{PositionCache, PositionKey, Snapshot};
 use crate::tracked::{Located, Status, Tracked, open_file};
 use crate::watch::{ChangeWatcher, watch_root};
@@ -492,12 +492,12 @@ impl State {
                 !self.opts.mode.is_streaming() || self.files[i].rotated || self.files[i].read_once;
             let t = &mut self.files[i];
             let room = max - out.len();
-            let columns = out.columns_for(&t.schema()).map(|c| {
-                // Once, for the whole batch (a read into records needs none).
+            let sink = out.sink_for(&t.schema()).map(|sink| {
+                // Once, for the whole batch (a read into frames needs none).
                 spans.reserve(room);
-                (c, &mut spans)
+                (sink, &mut spans)
             });
-            let in_columns = match t.next_frames(room, final_eof, &mut located, columns, io)? {
+            let in_columns = match t.next_frames(room, final_eof, &mut located, sink, io)? {
                 Status::NeedsIo => return Ok(Fill::NeedsIo),
                 Status::Waiting => return Ok(Fill::Waiting(i)),
                 Status::Changed => {
@@ -1012,9 +1012,10 @@ pub(crate) fn checkpoint_key(path: &str) -> String {
     format!("file-{name}-{:08x}", crc32fast::hash(path.as_bytes()))
 }
 
-/// The smallest CSV batch `read_batch` builds from columns: smaller ones
-/// pay more for the columns' setup than they save (even at 8 records, 7%
-/// slower at 4; 28% faster at 16).
+/// The smallest CSV batch whose values `read_batch` has the decoder write
+/// in place: smaller ones pay more for the batch's setup than they save
+/// (measured when the records were built from columns: even at 8 records,
+/// 7% slower at 4; 28% faster at 16).
 const CSV_RECORDS_FROM_COLUMNS: usize = 8;
 
 #[async_trait]
@@ -1024,26 +1025,15 @@ impl DataReader for FileReader {
     }
 
     async fn read_batch(&mut self, max_size: usize) -> Result<Vec<StreamRecord>> {
-        // CSV is typed a column at a time and the records built from the
-        // columns, their values in one block per batch: 1.8 times as fast
-        // as a record at a time (1,000,000 trades in batches of 1,000,
-        // alternating runs), the type of each cell decided once per column
-        // in both steps and one allocation per batch instead of per record.
+        // CSV is typed a column at a time, each value written in place in
+        // one block of values per batch that its records share (see
+        // `velo_datasource_core::rows`): the type of each cell decided once
+        // per column and one allocation per batch instead of per record.
         if self.opts.format.format == velo_datasource_core::FileFormat::Csv
             && max_size >= CSV_RECORDS_FROM_COLUMNS
         {
-            let mut batches = self.read_columns(max_size).await?;
-            if batches.len() == 1 {
-                return Ok(batches
-                    .pop()
-                    .map(ColumnBatch::into_records)
-                    .unwrap_or_default());
-            }
-            let mut records = Vec::with_capacity(batches.iter().map(ColumnBatch::len).sum());
-            for batch in batches {
-                records.extend(batch.into_records());
-            }
-            return Ok(records);
+            let out = self.read_with(max_size, RowsOut::new).await?;
+            return Ok(out.records(&mut self.state()?.event_time));
         }
         Ok(self.read_with(max_size, Records::new).await?.records)
     }

@@ -5,7 +5,6 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use velo_datasource_core::columns::Columns;
 use velo_datasource_core::format::compression::Compression;
 use velo_datasource_core::format::records::RecordFileReader;
 use velo_datasource_core::format::{self, Decoder, Frame, Inferred, Span};
@@ -13,6 +12,7 @@ use velo_datasource_core::{Error, Result};
 
 use crate::fingerprint::Fingerprint;
 use crate::options::FileSourceOptions;
+use crate::output::Sink;
 use crate::read_ahead::{HEADROOM, ReadAhead, read_at};
 
 /// Bytes read from a file at a time.
@@ -469,7 +469,7 @@ impl Tracked {
         max: usize,
         final_eof: bool,
         out: &mut Vec<Located>,
-        mut columns: Option<(&mut Columns, &mut Vec<Span>)>,
+        mut sink: Option<(Sink<'_>, &mut Vec<Span>)>,
         io: bool,
     ) -> Result<Status> {
         debug_assert_eq!(self.decoded, self.offset, "frames were left unconsumed");
@@ -495,8 +495,11 @@ impl Tracked {
                 .as_mut()
                 .ok_or_else(|| Error::State("a byte format without a decoder".into()))?;
             let mut pos = (self.decoded, self.decoded_line);
-            let (used, in_columns, produced) = match columns.as_mut().and_then(|(c, spans)| {
-                Some((decoder.decode_columns(avail, eof, max, spans, c)?, spans))
+            let (used, in_columns, produced) = match sink.as_mut().and_then(|(sink, spans)| {
+                Some((
+                    sink.decode(decoder.as_mut(), avail, eof, max, spans)?,
+                    spans,
+                ))
             }) {
                 Some((used, spans)) => {
                     for span in spans.iter() {

@@ -497,7 +497,7 @@ impl State {
                 spans.reserve(room);
                 (sink, &mut spans)
             });
-            let in_columns = match t.next_frames(room, final_eof, &mut located, sink, io)? {
+            let in_sink = match t.next_frames(room, final_eof, &mut located, sink, io)? {
                 Status::NeedsIo => return Ok(Fill::NeedsIo),
                 Status::Waiting => return Ok(Fill::Waiting(i)),
                 Status::Changed => {
@@ -517,9 +517,9 @@ impl State {
                     i += 1;
                     continue;
                 }
-                Status::Frames { in_columns } => in_columns,
+                Status::Frames { in_sink } => in_sink,
             };
-            let stopped = if in_columns {
+            let stopped = if in_sink {
                 self.hand_out_spans(i, &mut spans, out)?
             } else {
                 self.hand_out(i, &mut located, out)?
@@ -1016,7 +1016,7 @@ pub(crate) fn checkpoint_key(path: &str) -> String {
 /// in place: smaller ones pay more for the batch's setup than they save
 /// (measured when the records were built from columns: even at 8 records,
 /// 7% slower at 4; 28% faster at 16).
-const CSV_RECORDS_FROM_COLUMNS: usize = 8;
+const CSV_RECORDS_IN_PLACE: usize = 8;
 
 #[async_trait]
 impl DataReader for FileReader {
@@ -1030,7 +1030,7 @@ impl DataReader for FileReader {
         // `velo_datasource_core::rows`): the type of each cell decided once
         // per column and one allocation per batch instead of per record.
         if self.opts.format.format == velo_datasource_core::FileFormat::Csv
-            && max_size >= CSV_RECORDS_FROM_COLUMNS
+            && max_size >= CSV_RECORDS_IN_PLACE
         {
             let out = self.read_with(max_size, RowsOut::new).await?;
             return Ok(out.records(&mut self.state()?.event_time));

@@ -50,9 +50,9 @@ pub(crate) struct Located {
 /// What reading a file found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Status {
-    /// Frames were produced (maybe fewer than asked); with `in_columns`,
-    /// their good records' values are in the columns given, not the frames.
-    Frames { in_columns: bool },
+    /// Frames were produced (maybe fewer than asked); with `in_sink`,
+    /// their good records' values are in the sink given, not the frames.
+    Frames { in_sink: bool },
     /// Nothing more for now: the end of what exists has been reached.
     AtEnd,
     /// The file shrank or its first bytes changed (copytruncate, rewrite):
@@ -460,10 +460,11 @@ impl Tracked {
     /// [`consume_all`](Self::consume_all), or stops at one and calls
     /// [`rewind_to`](Self::rewind_to) with its start.
     ///
-    /// With `columns`, a decoder that can appends good records' values to
-    /// them and reports each record by a [`Span`] (see
-    /// [`Decoder::decode_columns`]) instead of a frame; the first span
-    /// starts at the position of the next record to hand out.
+    /// With a `sink`, a decoder that can writes good records' values to it
+    /// and reports each record by a [`Span`] (see
+    /// [`Decoder::decode_columns`], [`Decoder::decode_rows`]) instead of a
+    /// frame; the first span starts at the position of the next record to
+    /// hand out.
     pub(crate) fn next_frames(
         &mut self,
         max: usize,
@@ -495,7 +496,7 @@ impl Tracked {
                 .as_mut()
                 .ok_or_else(|| Error::State("a byte format without a decoder".into()))?;
             let mut pos = (self.decoded, self.decoded_line);
-            let (used, in_columns, produced) = match sink.as_mut().and_then(|(sink, spans)| {
+            let (used, in_sink, produced) = match sink.as_mut().and_then(|(sink, spans)| {
                 Some((
                     sink.decode(decoder.as_mut(), avail, eof, max, spans)?,
                     spans,
@@ -528,7 +529,7 @@ impl Tracked {
             self.decoded_line = pos.1 + count_lines(&avail[after..used]);
             self.decoded += used as u64;
             if produced {
-                return Ok(Status::Frames { in_columns });
+                return Ok(Status::Frames { in_sink });
             }
             if used > 0 {
                 self.consume_all();
@@ -946,7 +947,7 @@ fn next_records(
             end: (0, *read),
         });
     }
-    Ok(Status::Frames { in_columns: false })
+    Ok(Status::Frames { in_sink: false })
 }
 
 fn count_lines(bytes: &[u8]) -> u64 {

@@ -502,8 +502,8 @@ impl BatchSink for Columns {
 /// The columns of a batch being built, one per field of its schema.
 ///
 /// Decoders append a record's values with [`Columns::push_row`] (or cell by
-/// cell); a record that turns out bad is taken
-/// back with [`Columns::truncate`].
+/// cell); a record that turns out bad is taken back with
+/// [`Columns::truncate`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Columns {
     schema: Arc<Schema>,

@@ -853,25 +853,23 @@ pub(crate) fn parse_timestamp_with(text: &str, dates: &DateCache) -> Option<Date
     None
 }
 
-/// [`parse_timestamp_with`] for the common shapes in UTC only; `None`
-/// for any other.
+/// [`parse_timestamp_with`] for the common shapes only: the date and time
+/// as written and the offset from UTC in seconds ([`local_to_utc`] joins
+/// them), or `None` for any other shape.
 ///
 /// Inlined, and kept apart from the full parsers and from the arithmetic
-/// of other offsets, so that a decoder gets the value in registers: merged
-/// with their results, it went through memory, and its copy into a
+/// of other offsets, so that a decoder gets a UTC value in registers:
+/// merged with their results, it went through memory, and its copy into a
 /// record's value was read back with loads that spanned two of the stores
 /// that had just written it (`perf annotate`: about 4% of reading CSV
 /// records, on one load).
 #[inline(always)]
-pub(crate) fn parse_timestamp_fast(text: &str, dates: &DateCache) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_timestamp_local(text: &str, dates: &DateCache) -> Option<(NaiveDateTime, i64)> {
     let b = trim(text).as_bytes();
     if !has_timestamp_shape(b) {
         return None;
     }
-    match parse_iso_local(b, dates)? {
-        (naive, 0) => Some(naive.and_utc()),
-        _ => None,
-    }
+    parse_iso_local(b, dates)
 }
 
 /// A cheap shape check first: inference tries every sampled cell.
@@ -885,6 +883,11 @@ fn has_timestamp_shape(b: &[u8]) -> bool {
 /// anything invalid) to the full parsers.
 fn parse_iso_fast(b: &[u8], dates: &DateCache) -> Option<DateTime<Utc>> {
     let (naive, offset_secs) = parse_iso_local(b, dates)?;
+    local_to_utc(naive, offset_secs)
+}
+
+/// The instant of a date and time written at `offset_secs` from UTC.
+pub(crate) fn local_to_utc(naive: NaiveDateTime, offset_secs: i64) -> Option<DateTime<Utc>> {
     // UTC (the common case) needs no arithmetic: chrono keeps a date and a
     // time, and the Duration subtraction was a tenth of decoding a CSV row
     // with one timestamp (perf).

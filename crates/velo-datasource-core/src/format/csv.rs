@@ -993,6 +993,7 @@ mod tests {
                     4,1,true,2024-01-15T10:30:00Z,no r,2024-01-15,1,y,\n\
                     5,1,true,2024-01-15T10:30:00Z,short row\n\
                     6,\xff,true,2024-01-15T10:30:00Z,bad utf8,2024-01-15,1,y,5\n\
+                    8,2,true,2024-01-15T12:30:00.5+02:00,an offset,2024-01-15,1,y,3\n\
                     7,3,false,2024-01-16 00:00:01,\xc3\xa9t\xc3\xa9,2024-02-01,-0.5,\"z\",4";
         for max in [1, 2, 3, 1000] {
             assert_columns_agree_with_rows(&o, data, max);

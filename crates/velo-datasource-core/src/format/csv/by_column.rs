@@ -17,7 +17,8 @@ use crate::columns::{BatchSink, ColumnSink};
 use crate::digits::{short_decimal, short_integer};
 use crate::schema::DataType;
 use crate::value::{
-    FieldValue, parse_bool, parse_float, parse_timestamp_fast, parse_timestamp_with, trim,
+    FieldValue, local_to_utc, parse_bool, parse_float, parse_timestamp_local, parse_timestamp_with,
+    trim,
 };
 
 /// Rows typed a column at a time before the next rows, so that their
@@ -212,18 +213,15 @@ impl Converter {
                 DataType::Boolean => self.fill(i, cells, column, |c, col| {
                     parse_bool(trim(c)).map(|v| col.push_boolean(v))
                 }),
-                // The common shapes apart, for their value in registers
-                // (see `parse_timestamp_fast`).
+                // The common shapes apart, a UTC value in registers (see
+                // `parse_timestamp_local`); each case writes its own value.
                 DataType::Timestamp => self.fill(i, cells, column, |c, col| {
-                    match parse_timestamp_fast(c, &self.dates[i]) {
-                        Some(v) => {
-                            col.push_timestamp(v);
-                            Some(())
-                        }
-                        None => {
-                            parse_timestamp_with(c, &self.dates[i]).map(|v| col.push_timestamp(v))
-                        }
+                    match parse_timestamp_local(c, &self.dates[i]) {
+                        Some((naive, 0)) => col.push_timestamp(naive.and_utc()),
+                        Some((naive, offset)) => col.push_timestamp(local_to_utc(naive, offset)?),
+                        None => col.push_timestamp(parse_timestamp_with(c, &self.dates[i])?),
                     }
+                    Some(())
                 }),
                 other => self.fill(i, cells, column, |c, col| {
                     FieldValue::parse_text(c, other).ok().map(|v| col.push(v))

@@ -453,6 +453,11 @@ pub(crate) trait BatchSink {
     /// many bytes text column `i`'s cells take, asked only of text columns.
     fn begin_rows(&mut self, n: usize, text: impl Fn(usize) -> usize);
 
+    /// The next `n` of the rows begun are about to be written, a column at
+    /// a time, before any row after them.
+    #[inline(always)]
+    fn begin_block(&mut self, _n: usize) {}
+
     /// Column `i`, to append one cell to each row begun, from the first
     /// not yet counted by [`end_rows`](Self::end_rows).
     fn column(&mut self, i: usize) -> Self::Column<'_>;

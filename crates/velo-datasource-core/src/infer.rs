@@ -43,6 +43,61 @@ impl InferenceOptions {
     }
 }
 
+/// The cells read as null, matched by length and first byte before the
+/// whole token: nearly every cell is told apart by two bit tests.
+#[derive(Debug, Clone)]
+pub(crate) struct NullTokens {
+    /// The tokens other than the empty one.
+    tokens: Vec<String>,
+    empty: bool,
+    /// Bit `n` is set if a token is `n` bytes long (63: 63 or more).
+    lengths: u64,
+    /// Bit `b % 64` of word `b / 64` is set if a token starts with byte `b`.
+    firsts: [u64; 4],
+    /// Whether a token reads as an integer (such as `0` or `-1`): integer
+    /// cells must then be tested for nulls before they are parsed.
+    pub(crate) integer: bool,
+    /// Whether a token could read as a short decimal (only digits, signs
+    /// and points, such as `0.0`): the same for float cells.
+    pub(crate) decimal: bool,
+}
+
+impl NullTokens {
+    pub(crate) fn new(tokens: &[String]) -> Self {
+        let mut n = NullTokens {
+            tokens: Vec::new(),
+            empty: false,
+            lengths: 0,
+            firsts: [0; 4],
+            integer: false,
+            decimal: false,
+        };
+        for t in tokens {
+            let Some(&first) = t.as_bytes().first() else {
+                n.empty = true;
+                continue;
+            };
+            n.lengths |= 1 << t.len().min(63);
+            n.firsts[usize::from(first / 64)] |= 1 << (first % 64);
+            n.integer |= trim(t).parse::<i64>().is_ok();
+            n.decimal |= t.bytes().all(|b| b.is_ascii_digit() || b"+-.".contains(&b));
+            n.tokens.push(t.clone());
+        }
+        n
+    }
+
+    /// Whether `cell` is one of the tokens.
+    #[inline]
+    pub(crate) fn matches(&self, cell: &str) -> bool {
+        let Some(&first) = cell.as_bytes().first() else {
+            return self.empty;
+        };
+        self.lengths & (1 << cell.len().min(63)) != 0
+            && self.firsts[usize::from(first / 64)] & (1 << (first % 64)) != 0
+            && self.tokens.iter().any(|t| t == cell)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Column {
     name: String,
@@ -227,6 +282,8 @@ pub struct SchemaInferrer {
     index: HashMap<String, usize>,
     rows: u64,
     options: InferenceOptions,
+    /// The options' null tokens, told apart from most cells in two bit tests.
+    nulls: NullTokens,
 }
 
 impl SchemaInferrer {
@@ -240,6 +297,7 @@ impl SchemaInferrer {
             columns: Vec::new(),
             index: HashMap::new(),
             rows: 0,
+            nulls: NullTokens::new(&options.null_tokens),
             options,
         };
         for name in names {
@@ -278,7 +336,7 @@ impl SchemaInferrer {
             }
             seen = i + 1;
             let cell = cell.as_ref();
-            if self.options.is_null(cell) {
+            if self.nulls.matches(cell) {
                 self.columns[i].nullable = true;
             } else {
                 self.columns[i].observe_text(cell);

@@ -104,7 +104,17 @@ impl Rows {
     /// The records of the rows, one per `meta` in order, sharing one block
     /// of values as [`ColumnBatch::into_records`](crate::columns::ColumnBatch::into_records)'s do.
     /// Fails unless there is one `meta` per complete row.
-    pub fn into_records(mut self, meta: &[RowMeta]) -> Result<Vec<StreamRecord>> {
+    pub fn into_records(self, meta: &[RowMeta]) -> Result<Vec<StreamRecord>> {
+        self.into_records_with(meta.iter().cloned())
+    }
+
+    /// [`into_records`](Self::into_records) with each row's metadata made
+    /// as its record is: a reader whose rows differ only in their offsets
+    /// keeps just those, not a metadata row per record.
+    pub fn into_records_with(
+        mut self,
+        meta: impl ExactSizeIterator<Item = RowMeta>,
+    ) -> Result<Vec<StreamRecord>> {
         if meta.len() != self.rows {
             return Err(Error::Schema(format!(
                 "{} rows of values but {} rows of metadata",
@@ -115,10 +125,9 @@ impl Rows {
         self.truncate(self.rows);
         let block = Block::new(self.schema, self.values, self.owns_heap);
         Ok(meta
-            .iter()
             .enumerate()
             .map(|(row, meta)| {
-                StreamRecord::from_block(block.clone(), row, meta, None, Headers::new())
+                StreamRecord::from_block(block.clone(), row, &meta, None, Headers::new())
             })
             .collect())
     }
@@ -135,15 +144,22 @@ impl BatchSink for Rows {
         self.rows
     }
 
-    /// Room for `n` more rows, their cells `Null` until a column writes them.
+    /// Room for `n` more rows; their cells are set to `Null` a block at a
+    /// time, by [`begin_block`](BatchSink::begin_block).
     fn begin_rows(&mut self, n: usize, _text: impl Fn(usize) -> usize) {
         self.truncate(self.rows);
-        let cells = n * self.width;
-        self.values.reserve(cells);
+        self.values.reserve(n * self.width);
+    }
+
+    /// The block's cells, `Null` until a column writes them. Set just
+    /// before the block is typed, they are still in the L1 cache when it
+    /// is; set for the whole call at once, they were not.
+    #[inline(always)]
+    fn begin_block(&mut self, n: usize) {
         // Not `resize(.., Null)`: that clones through `FieldValue::clone`,
         // a call per cell.
         self.values
-            .extend(std::iter::repeat_with(|| FieldValue::Null).take(cells));
+            .extend(std::iter::repeat_with(|| FieldValue::Null).take(n * self.width));
     }
 
     #[inline(always)]
@@ -151,7 +167,8 @@ impl BatchSink for Rows {
         let start = (self.rows * self.width + i).min(self.values.len());
         RowsColumn {
             cells: self.values[start..].iter_mut().step_by(self.width.max(1)),
-            owns_heap: &mut self.owns_heap,
+            owns_heap: false,
+            rows_own_heap: &mut self.owns_heap,
         }
     }
 
@@ -168,7 +185,17 @@ impl BatchSink for Rows {
 /// One column of begun [`Rows`]: each cell written goes to the next row.
 pub(crate) struct RowsColumn<'a> {
     cells: std::iter::StepBy<std::slice::IterMut<'a, FieldValue>>,
-    owns_heap: &'a mut bool,
+    /// Whether a value written owns heap memory, told to the rows when the
+    /// column is done: a flag of its own stays in a register, where the
+    /// rows' flag was read and written back for each text cell.
+    owns_heap: bool,
+    rows_own_heap: &'a mut bool,
+}
+
+impl Drop for RowsColumn<'_> {
+    fn drop(&mut self) {
+        *self.rows_own_heap |= self.owns_heap;
+    }
 }
 
 impl RowsColumn<'_> {
@@ -217,7 +244,7 @@ impl ColumnSink for RowsColumn<'_> {
 
     #[inline(always)]
     fn push_str(&mut self, v: &str) {
-        *self.owns_heap |= v.len() > MAX_INLINE;
+        self.owns_heap |= v.len() > MAX_INLINE;
         put(self.next_cell(), FieldValue::String(v.into()));
     }
 
@@ -228,7 +255,7 @@ impl ColumnSink for RowsColumn<'_> {
     }
 
     fn push(&mut self, v: FieldValue) {
-        *self.owns_heap |= v.owns_heap();
+        self.owns_heap |= v.owns_heap();
         put(self.next_cell(), v);
     }
 }
@@ -262,17 +289,23 @@ mod tests {
         let mut rows = Rows::new(schema());
         rows.push_row(vec![0.into(), "zero".into()]).unwrap();
         rows.begin_rows(2, |_| 0);
+        rows.begin_block(2);
         let mut ints = rows.column(0);
         ints.push_integer(1);
         ints.push_null();
+        drop(ints);
+        assert!(!rows.owns_heap);
         let long = "a text longer than twenty-four bytes";
         let mut texts = rows.column(1);
         texts.push_str("one");
         texts.push_str(long);
+        // The column tells the rows that a value owns heap memory.
+        drop(texts);
         rows.end_rows(2);
         assert!(rows.owns_heap);
         // A row begun and taken back leaves nothing.
         rows.begin_rows(1, |_| 0);
+        rows.begin_block(1);
         rows.column(0).push_integer(9);
         rows.truncate(3);
         let records = rows.into_records(&[meta(0), meta(1), meta(2)]).unwrap();

@@ -17,7 +17,7 @@ use self::split::{Split, Splitter};
 use super::{Decoder, Encoder, FormatOptions, Frame, Inferred, Span};
 use crate::columns::{BatchSink, ColumnSink, Columns};
 use crate::error::{Error, Result};
-use crate::infer::SchemaInferrer;
+use crate::infer::{NullTokens, SchemaInferrer};
 use crate::record::StreamRecord;
 use crate::rows::Rows;
 use crate::schema::{DataType, FieldDefinition, Schema};
@@ -147,60 +147,6 @@ struct Converter {
     /// One per column, for timestamp columns.
     dates: Vec<DateCache>,
     nulls: NullTokens,
-}
-
-/// The cells read as null, matched by length and first byte before the
-/// whole token: nearly every cell is told apart by two bit tests.
-#[derive(Debug)]
-struct NullTokens {
-    /// The tokens other than the empty one.
-    tokens: Vec<String>,
-    empty: bool,
-    /// Bit `n` is set if a token is `n` bytes long (63: 63 or more).
-    lengths: u64,
-    /// Bit `b % 64` of word `b / 64` is set if a token starts with byte `b`.
-    firsts: [u64; 4],
-    /// Whether a token reads as an integer (such as `0` or `-1`): integer
-    /// cells must then be tested for nulls before they are parsed.
-    integer: bool,
-    /// Whether a token could read as a short decimal (only digits, signs
-    /// and points, such as `0.0`): the same for float cells.
-    decimal: bool,
-}
-
-impl NullTokens {
-    fn new(tokens: &[String]) -> Self {
-        let mut n = NullTokens {
-            tokens: Vec::new(),
-            empty: false,
-            lengths: 0,
-            firsts: [0; 4],
-            integer: false,
-            decimal: false,
-        };
-        for t in tokens {
-            let Some(&first) = t.as_bytes().first() else {
-                n.empty = true;
-                continue;
-            };
-            n.lengths |= 1 << t.len().min(63);
-            n.firsts[usize::from(first / 64)] |= 1 << (first % 64);
-            n.integer |= trim(t).parse::<i64>().is_ok();
-            n.decimal |= t.bytes().all(|b| b.is_ascii_digit() || b"+-.".contains(&b));
-            n.tokens.push(t.clone());
-        }
-        n
-    }
-
-    #[inline]
-    fn matches(&self, cell: &str) -> bool {
-        let Some(&first) = cell.as_bytes().first() else {
-            return self.empty;
-        };
-        self.lengths & (1 << cell.len().min(63)) != 0
-            && self.firsts[usize::from(first / 64)] & (1 << (first % 64)) != 0
-            && self.tokens.iter().any(|t| t == cell)
-    }
 }
 
 /// `Fields` with a `Debug` that does not dump buffers.
@@ -391,6 +337,7 @@ impl Converter {
         let record = std::str::from_utf8(cells.record).ok();
         let row = columns.rows();
         columns.begin_rows(1, |i| cells.range(i).len());
+        columns.begin_block(1);
         for i in 0..n {
             if let Err(e) = self.push_cell(i, cells, record, columns.column(i)) {
                 columns.truncate(row);

@@ -178,8 +178,10 @@ pub(crate) trait Filling: Sized {
 
     fn sink(&mut self) -> Sink<'_>;
 
-    /// The batch of the values with one `rows` entry per row.
-    fn close(self, rows: Vec<RowMeta>) -> Self::Batch;
+    /// The batch of the values, with one of `offsets` per row, all read
+    /// at `now` (the rows of a file differ only in their offsets, so only
+    /// those are kept while the batch fills).
+    fn close(self, offsets: Vec<i64>, now: DateTime<Utc>) -> Self::Batch;
 
     fn len(batch: &Self::Batch) -> usize;
 
@@ -215,7 +217,8 @@ impl Filling for Columns {
         Sink::Columns(self)
     }
 
-    fn close(self, rows: Vec<RowMeta>) -> ColumnBatch {
+    fn close(self, offsets: Vec<i64>, now: DateTime<Utc>) -> ColumnBatch {
+        let rows = offsets.into_iter().map(|o| row_meta(o, now)).collect();
         ColumnBatch::new(self, rows).expect("one metadata row per row of values")
     }
 
@@ -267,8 +270,8 @@ impl Filling for Rows {
         Sink::Rows(self)
     }
 
-    fn close(self, rows: Vec<RowMeta>) -> Vec<StreamRecord> {
-        self.into_records(&rows)
+    fn close(self, offsets: Vec<i64>, now: DateTime<Utc>) -> Vec<StreamRecord> {
+        self.into_records_with(offsets.into_iter().map(|o| row_meta(o, now)))
             .expect("one metadata row per row of values")
     }
 
@@ -303,12 +306,23 @@ impl Filling for Rows {
     }
 }
 
+/// The metadata of a file's record at line `offset`, read at `now`.
+fn row_meta(offset: i64, now: DateTime<Utc>) -> RowMeta {
+    RowMeta {
+        offset,
+        partition: 0,
+        timestamp: now,
+        event_time: None,
+    }
+}
+
 /// Batches whose values the decoder writes (columns, or rows for
 /// records), a new one wherever the schema changes (a directory of files
 /// with different headers; files with the same columns share one).
 pub(crate) struct Batches<F: Filling> {
     done: Vec<F::Batch>,
-    current: Option<(F, Vec<RowMeta>)>,
+    /// The batch being filled and its rows' offsets.
+    current: Option<(F, Vec<i64>)>,
     rows: usize,
     /// The most rows the batch may hold.
     max: usize,
@@ -350,25 +364,33 @@ impl<F: Filling> Batches<F> {
     }
 
     /// The current batch, a new one if it does not follow `schema`.
-    fn batch_for(&mut self, schema: &Arc<Schema>) -> &mut (F, Vec<RowMeta>) {
+    fn batch_for(&mut self, schema: &Arc<Schema>) -> &mut (F, Vec<i64>) {
         let same = self
             .current
             .as_ref()
             .is_some_and(|(c, _)| Arc::ptr_eq(c.schema(), schema) || **c.schema() == **schema);
         if !same {
             self.close();
-            // Row metadata for the rest of the batch at once, as in `Records::new`.
+            // Offsets for the rest of the batch at once, as in `Records::new`.
             let rows = Vec::with_capacity(self.max.saturating_sub(self.rows).min(1 << 20));
             self.current = Some((F::new(schema.clone()), rows));
         }
         self.current.as_mut().expect("set above")
     }
 
+    /// Appends a record's `values` to the batch of their schema.
+    #[inline(never)]
+    fn push_values(&mut self, schema: &Arc<Schema>, values: Vec<FieldValue>) -> &mut (F, Vec<i64>) {
+        let batch = self.batch_for(schema);
+        batch.0.push_row(values);
+        batch
+    }
+
     fn close(&mut self) {
         if let Some((values, rows)) = self.current.take()
             && !rows.is_empty()
         {
-            self.done.push(values.close(rows));
+            self.done.push(values.close(rows, self.now));
         }
     }
 
@@ -404,30 +426,22 @@ impl<F: Filling> Output for Batches<F> {
         Some(self.batch_for(schema).0.sink())
     }
 
+    /// Inlined for the records a decoder wrote to the sink.
+    #[inline(always)]
     fn accept(
         &mut self,
         values: Option<(Arc<Schema>, Vec<FieldValue>)>,
         offset: i64,
         _: &mut Option<EventTimeExtractor>,
     ) {
-        let now = self.now;
         let (_, rows) = match values {
-            Some((schema, values)) => {
-                let batch = self.batch_for(&schema);
-                batch.0.push_row(values);
-                batch
-            }
+            Some((schema, values)) => self.push_values(&schema, values),
             None => self
                 .current
                 .as_mut()
                 .expect("the decoder wrote to the current batch"),
         };
-        rows.push(RowMeta {
-            offset,
-            partition: 0,
-            timestamp: now,
-            event_time: None,
-        });
+        rows.push(offset);
         self.rows += 1;
     }
 

@@ -193,7 +193,11 @@ impl CsvDecoder {
         while produced < max && consumed < input.len() {
             let rest = &input[consumed..];
             let mark = ends.len();
-            let keep = match self.splitter.split(rest, eof, ends) {
+            // The record's cells, where it starts, whether its cells are
+            // slices of `input` (or of csv-core's copy), and the line breaks
+            // before it; `record` is called once, below, so that it is
+            // inlined here.
+            let (cells, at, in_input, lines_before) = match self.splitter.split(rest, eof, ends) {
                 Split::Incomplete => {
                     ends.truncate(mark);
                     break;
@@ -209,21 +213,12 @@ impl CsvDecoder {
                         continue;
                     }
                     ends.push(content);
-                    record(
-                        &self.conv,
-                        Cells {
-                            record: line,
-                            ends: &ends[mark..],
-                            gap: 1,
-                        },
-                        Some(at),
-                        FrameLen {
-                            len: consumed - frame_start,
-                            lines,
-                            skipped_bytes: at - frame_start,
-                            skipped_lines: lines_before,
-                        },
-                    )
+                    let cells = Cells {
+                        record: line,
+                        ends: &ends[mark..],
+                        gap: 1,
+                    };
+                    (cells, at, true, lines_before)
                 }
                 Split::NeedsCsvCore => {
                     ends.truncate(mark);
@@ -248,23 +243,25 @@ impl CsvDecoder {
                     }
                     let f = &self.fields.0;
                     ends.extend_from_slice(&f.ends[..n]);
-                    record(
-                        &self.conv,
-                        Cells {
-                            record: &f.out[..f.ends[n - 1]],
-                            ends: &ends[mark..],
-                            gap: 0,
-                        },
-                        None,
-                        FrameLen {
-                            len: consumed - frame_start,
-                            lines,
-                            skipped_bytes: at - frame_start,
-                            skipped_lines: lines_before,
-                        },
-                    )
+                    let cells = Cells {
+                        record: &f.out[..f.ends[n - 1]],
+                        ends: &ends[mark..],
+                        gap: 0,
+                    };
+                    (cells, at, false, lines_before)
                 }
             };
+            let keep = record(
+                &self.conv,
+                cells,
+                in_input.then_some(at),
+                FrameLen {
+                    len: consumed - frame_start,
+                    lines,
+                    skipped_bytes: at - frame_start,
+                    skipped_lines: lines_before,
+                },
+            );
             if !keep {
                 ends.truncate(mark);
             }

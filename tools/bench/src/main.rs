@@ -128,6 +128,27 @@ fn time<F: FnMut() -> f64>(reps: usize, mut f: F) -> ((Vec<f64>, f64), f64) {
     ((runs, units), peak)
 }
 
+/// [`time`] for workloads measured against each other: each repetition
+/// runs every one of `fs` in turn, so that a phase of the shared machine
+/// (which moves every time here by 30–50% for seconds to minutes) falls on
+/// all of them and not on one, and their ratios are the code's.
+fn time_interleaved(
+    reps: usize,
+    fs: &mut [&mut dyn FnMut() -> f64],
+) -> Vec<((Vec<f64>, f64), f64)> {
+    let mut out = vec![((Vec::with_capacity(reps), 0.0), 0f64); fs.len()];
+    for _ in 0..reps {
+        for (f, ((runs, units), peak)) in fs.iter_mut().zip(&mut out) {
+            let t = Instant::now();
+            let (u, rss) = added_peak_rss(&mut **f);
+            *units = u;
+            runs.push(t.elapsed().as_secs_f64());
+            *peak = peak.max(rss);
+        }
+    }
+    out
+}
+
 /// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(pid: &str, field: &str) -> Option<f64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -437,86 +458,70 @@ fn file_workloads(
     write_trades_csv(&csv_path, rows);
     let uri = format!("file://{}", csv_path.display());
     eprintln!("velo-bench: csv_read ({rows} rows)");
-    let ours = measure_rss(
-        "velo file source (typed)",
-        "records",
-        time(reps, || velo_read_all(rt, &uri, false)),
-    );
-    let raw = measure_rss(
-        "csv::ByteRecord",
-        "records",
-        time(reps, || {
-            count_byte_records(&csv_path, &mut csv::ByteRecord::new()) as f64
-        }),
-    );
-    let hashmap = measure_rss(
-        "HashMap<String,String> per record",
-        "records",
-        time(reps, || {
-            let mut r = csv::ReaderBuilder::new().from_path(&csv_path).unwrap();
-            let headers: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
-            let mut n = 0;
-            for rec in r.records() {
-                let rec = rec.unwrap();
-                let map: HashMap<String, String> = headers
-                    .iter()
-                    .cloned()
-                    .zip(rec.iter().map(str::to_owned))
-                    .collect();
-                std::hint::black_box(&map);
-                n += 1;
-            }
-            n as f64
-        }),
-    );
-    let columns = measure_rss(
-        "velo file source (typed columns)",
-        "records",
-        time(reps, || velo_read_all(rt, &uri, true)),
-    );
-    let ratio_hm = ours.rate() / hashmap.rate();
+    let mut hashmap_reader = || {
+        let mut r = csv::ReaderBuilder::new().from_path(&csv_path).unwrap();
+        let headers: Vec<String> = r.headers().unwrap().iter().map(str::to_owned).collect();
+        let mut n = 0;
+        for rec in r.records() {
+            let rec = rec.unwrap();
+            let map: HashMap<String, String> = headers
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(str::to_owned))
+                .collect();
+            std::hint::black_box(&map);
+            n += 1;
+        }
+        n as f64
+    };
+    // Records, columns and the two baselines in turn (see `time_interleaved`).
+    let mut timed = time_interleaved(
+        reps,
+        &mut [
+            &mut || velo_read_all(rt, &uri, false),
+            &mut || velo_read_all(rt, &uri, true),
+            &mut || count_byte_records(&csv_path, &mut csv::ByteRecord::new()) as f64,
+            &mut hashmap_reader,
+        ],
+    )
+    .into_iter();
+    let mut next = |name: &str| measure_rss(name, "records", timed.next().expect("four workloads"));
+    let ours = next("velo file source (typed)");
+    let columns = next("velo file source (typed columns)");
+    let raw = next("csv::ByteRecord");
+    let hashmap = next("HashMap<String,String> per record");
+    let interleaved = "the four CSV workloads run in turn in each repetition";
     comparisons.push(compare(
         "CSV → typed records",
-        ours,
+        ours.clone(),
         Some(raw.clone()),
         "≥ 0.5× raw ByteRecord",
         Some(0.5),
-        "",
+        interleaved,
     ));
-    let ours_again = measure_rss(
-        "velo file source (typed)",
-        "records",
-        time(reps, || velo_read_all(rt, &uri, false)),
-    );
     comparisons.push(compare(
         "CSV → typed records vs guide's HashMap reader",
-        ours_again,
+        ours,
         Some(hashmap.clone()),
         "≥ 5× HashMap reader",
         Some(5.0),
-        &format!("first pass ratio {ratio_hm:.2}"),
+        interleaved,
     ));
-    // The same file through `read_columns`, against the same two baselines.
-    let columns_again = measure_rss(
-        "velo file source (typed columns)",
-        "records",
-        time(reps, || velo_read_all(rt, &uri, true)),
-    );
     comparisons.push(compare(
         "CSV → typed columns (`read_columns`)",
-        columns,
+        columns.clone(),
         Some(raw),
         "≥ 0.5× raw ByteRecord",
         Some(0.5),
-        "",
+        interleaved,
     ));
     comparisons.push(compare(
         "CSV → typed columns vs guide's HashMap reader",
-        columns_again,
+        columns,
         Some(hashmap),
         "≥ 5× HashMap reader",
         Some(5.0),
-        "",
+        interleaved,
     ));
 
     // JSON Lines: records vs serde_json::Value per line.
@@ -524,15 +529,9 @@ fn file_workloads(
     write_trades_jsonl(&jsonl_path, rows);
     let uri = format!("file://{}", jsonl_path.display());
     eprintln!("velo-bench: jsonl_read ({rows} rows)");
-    let ours = measure_rss(
-        "velo file source (typed)",
-        "records",
-        time(reps, || velo_read_all(rt, &uri, false)),
-    );
-    let base = measure_rss(
-        "serde_json::Value per line",
-        "records",
-        time(reps, || {
+    let mut timed = time_interleaved(
+        reps,
+        &mut [&mut || velo_read_all(rt, &uri, false), &mut || {
             let f = std::io::BufReader::with_capacity(
                 256 * 1024,
                 std::fs::File::open(&jsonl_path).unwrap(),
@@ -544,7 +543,18 @@ fn file_workloads(
                 n += 1;
             }
             n as f64
-        }),
+        }],
+    )
+    .into_iter();
+    let ours = measure_rss(
+        "velo file source (typed)",
+        "records",
+        timed.next().expect("ours"),
+    );
+    let base = measure_rss(
+        "serde_json::Value per line",
+        "records",
+        timed.next().expect("baseline"),
     );
     comparisons.push(compare(
         "JSON Lines → typed records",
@@ -552,7 +562,7 @@ fn file_workloads(
         Some(base),
         "≥ 0.5× raw serde_json::Value",
         Some(0.5),
-        "",
+        "the two run in turn in each repetition",
     ));
 
     // A directory of small files: what opening a file costs (fingerprint,
